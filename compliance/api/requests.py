@@ -1,0 +1,161 @@
+"""Offboarding requests: open one, follow it, move it along its allowed transitions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask_smorest import Blueprint, abort
+from marshmallow import Schema, fields, validate
+from sqlalchemy import not_, select
+
+from compliance import clock, db, workflow
+from compliance.api.pagination import paginate
+from compliance.api.schemas import OptionalReasonIn, Page, PageArgs, ReasonIn, Strict, one_of, text
+from compliance.api.tenants import get_or_404 as tenant_or_404
+from compliance.api.writes import IDEMPOTENCY_HEADER, idempotent, writes
+from compliance.auth import current_principal, requires
+from compliance.models import CHANNELS, CHURN_REASONS, FORMATS, LEGAL_REGIMES, OffboardingRequest
+
+blp = Blueprint("requests", __name__, url_prefix="/api/v1/requests",
+                description="Offboarding requests and their state machine")
+READERS = ("admin", "csm", "legal", "auditor")
+CONFLICT = "the request is not in a state that allows this (the message names it)"
+
+
+class RequestIn(Strict):
+    tenant_id = fields.Integer(required=True, validate=validate.Range(min=1, max=2**63 - 1))
+    requested_by = text(254, required=True, metadata={"description": "who asked (name or email)"})
+    channel = one_of(CHANNELS, required=True)
+    churn_reason = one_of(CHURN_REASONS, required=True)
+    churn_detail = text(5000)
+    formats = fields.List(one_of(FORMATS), load_default=list(FORMATS),
+                          validate=validate.Length(min=1, max=len(FORMATS)))
+    owner = text(254, metadata={"description": "the CSM responsible"})
+    legal_regime = one_of(LEGAL_REGIMES, metadata={"description": "default: from the region"})
+
+
+class RequestOut(Schema):
+    id = fields.Integer()
+    tenant_id = fields.Integer()
+    tenant_name = fields.Function(lambda r: r.tenant.name)
+    status = fields.String()
+    allowed_actions = fields.Function(
+        lambda r: sorted(a for a, t in workflow.TRANSITIONS.items()
+                         if r.status in t.sources and a != "mark_ready"))
+    requested_by = fields.String()
+    owner = fields.String(allow_none=True)
+    channel = fields.String()
+    churn_reason = fields.String()
+    churn_detail = fields.String(allow_none=True)
+    formats = fields.List(fields.String())
+    legal_regime = fields.String()
+    legal_deadline = fields.DateTime(allow_none=True)
+    extended_at = fields.DateTime(allow_none=True)
+    extension_reason = fields.String(allow_none=True)
+    acknowledgement_due = fields.DateTime()
+    export_due = fields.DateTime()
+    overdue = fields.Function(lambda r: workflow.is_overdue(r, clock.now()))
+    failure_reason = fields.String(allow_none=True)
+    withdrawal_reason = fields.String(allow_none=True)
+    received_at = fields.DateTime()
+    acknowledged_at = fields.DateTime(allow_none=True)
+    approved_at = fields.DateTime(allow_none=True)
+    export_started_at = fields.DateTime(allow_none=True)
+    export_ready_at = fields.DateTime(allow_none=True)
+    closed_at = fields.DateTime(allow_none=True)
+    withdrawn_at = fields.DateTime(allow_none=True)
+    failed_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime()
+
+
+class RequestPage(Page):
+    items = fields.List(fields.Nested(RequestOut))
+
+
+class RequestFilter(PageArgs):
+    status = one_of(workflow.STATES)
+    tenant_id = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))
+    owner = text(254)
+    overdue = fields.Boolean(metadata={"description": "only requests past a deadline (or not)"})
+
+
+@blp.route("", methods=["GET"])
+@requires(*READERS)
+@blp.arguments(RequestFilter, location="query", as_kwargs=True)
+@blp.response(200, RequestPage)
+def list_requests(limit: int, cursor: str | None = None, status: str | None = None,
+                  tenant_id: int | None = None, owner: str | None = None,
+                  overdue: bool | None = None) -> dict[str, Any]:
+    query = select(OffboardingRequest)
+    if status:
+        query = query.where(OffboardingRequest.status == status)
+    if tenant_id is not None:
+        query = query.where(OffboardingRequest.tenant_id == tenant_id)
+    if owner:
+        query = query.where(OffboardingRequest.owner == owner)
+    if overdue is not None:
+        late = workflow.overdue(clock.now())
+        query = query.where(late if overdue else not_(late))
+    return paginate(query, OffboardingRequest.id, limit=limit, cursor=cursor)
+
+
+@blp.route("", methods=["POST"])
+@requires("admin", "csm")
+@idempotent
+@blp.arguments(RequestIn)
+@blp.response(201, RequestOut)
+@blp.alt_response(404, description="no such tenant")
+@blp.alt_response(409, description="the tenant already has an open request")
+@blp.doc(parameters=[IDEMPOTENCY_HEADER])
+def create_request(data: dict[str, Any]) -> OffboardingRequest:
+    tenant = tenant_or_404(data.pop("tenant_id"))
+    return workflow.open_request(tenant, actor=current_principal().actor, **data)
+
+
+@blp.route("/<id:request_id>", methods=["GET"])
+@requires(*READERS)
+@blp.response(200, RequestOut)
+@blp.alt_response(404, description="no such request")
+def get_request(request_id: int) -> OffboardingRequest:
+    request = db.session.get(OffboardingRequest, request_id)
+    if request is None:
+        abort(404, message=f"request {request_id} not found")
+    return request
+
+
+def _transition_view(action: str, body: type[Strict], roles: tuple[str, ...]) -> None:
+    """Register ``POST /requests/<id>/<action>``: one endpoint per transition."""
+
+    def view(data: dict[str, Any], request_id: int) -> OffboardingRequest:
+        return workflow.apply(request_id, action, actor=current_principal().actor,
+                              reason=data.get("reason"))
+
+    view.__name__ = action
+    view.__doc__ = f"{action.replace('_', ' ').capitalize()} the request."
+    decorated: Callable[..., Any] = blp.alt_response(409, description=CONFLICT)(
+        blp.alt_response(404, description="no such request")(
+            blp.response(200, RequestOut)(blp.arguments(body)(view))))
+    blp.route(f"/<id:request_id>/{action.replace('_', '-')}", methods=["POST"])(
+        requires(*roles)(writes(decorated)))
+
+
+_transition_view("acknowledge", OptionalReasonIn, ("admin", "csm"))
+_transition_view("approve", OptionalReasonIn, ("admin", "csm"))
+_transition_view("start_export", OptionalReasonIn, ("admin", "csm"))
+_transition_view("close", OptionalReasonIn, ("admin", "csm"))
+_transition_view("withdraw", ReasonIn, ("admin", "csm"))
+_transition_view("fail", ReasonIn, ("admin",))
+
+
+@blp.route("/<id:request_id>/extend-deadline", methods=["POST"])
+@requires("admin", "csm", "legal")
+@writes
+@blp.arguments(ReasonIn)
+@blp.response(200, RequestOut)
+@blp.alt_response(404, description="no such request")
+@blp.alt_response(409, description="no deadline, already extended, or already passed")
+def extend_deadline(data: dict[str, Any], request_id: int) -> OffboardingRequest:
+    """Use the one extension the law allows (GDPR +2 months, CCPA +45 days)."""
+    return workflow.extend_deadline(request_id, actor=current_principal().actor,
+                                    reason=data["reason"])

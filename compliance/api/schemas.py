@@ -1,0 +1,57 @@
+"""Schema pieces every resource shares: strict input, bounded strings, cursor pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
+
+
+class Strict(Schema):
+    """Input schema: unknown fields are errors, and no string may carry a NUL byte
+    (PostgreSQL refuses them, so they must be a 422 here, not a 500 later)."""
+
+    class Meta:
+        unknown = RAISE
+
+    @pre_load
+    def _refuse_nul(self, data: Any, **_: Any) -> Any:
+        if _has_nul(data):
+            raise ValidationError("strings must not contain NUL characters")
+        return data
+
+
+def text(max_length: int, **kwargs: Any) -> fields.String:
+    """A non-blank string no longer than its column."""
+    return fields.String(validate=validate.Length(min=1, max=max_length), **kwargs)
+
+
+def one_of(choices: tuple[str, ...], **kwargs: Any) -> fields.String:
+    return fields.String(validate=validate.OneOf(choices), **kwargs)
+
+
+class PageArgs(Strict):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(validate=validate.Length(max=200))
+
+
+class Page(Schema):
+    next_cursor = fields.String(allow_none=True, metadata={"description": "pass back as ?cursor="})
+
+
+class ReasonIn(Strict):
+    reason = text(2000, required=True)
+
+
+class OptionalReasonIn(Strict):
+    reason = text(2000)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False

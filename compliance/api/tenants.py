@@ -1,0 +1,132 @@
+"""Tenants: the customer accounts being offboarded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_smorest import Blueprint, abort
+from marshmallow import Schema, fields, validate
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+import audit
+from compliance import db
+from compliance.api.pagination import paginate
+from compliance.api.schemas import Page, PageArgs, Strict, one_of, text
+from compliance.api.writes import IDEMPOTENCY_HEADER, idempotent, writes
+from compliance.auth import current_principal, requires
+from compliance.models import VALUE_TIERS, Tenant
+from compliance.workflow import legal_regime_for
+
+blp = Blueprint("tenants", __name__, url_prefix="/api/v1/tenants",
+                description="Customer accounts and their offboarding facts")
+
+REGION = validate.Regexp(r"^([A-Z]{2}(-[A-Z0-9]{1,3})?|EU|EEA)$",
+                         error="region must be an ISO 3166 code such as DE, UK, US-CA, or EU")
+READERS = ("admin", "csm", "legal", "auditor")
+
+
+class TenantIn(Strict):
+    external_ref = text(128, required=True, metadata={"description": "the account id in billing/CRM"})
+    name = text(200, required=True)
+    region = fields.String(required=True, validate=REGION)
+    value_tier = one_of(VALUE_TIERS, load_default="standard")
+    contact_email = fields.Email(validate=validate.Length(max=254), allow_none=True)
+
+
+class TenantPatch(Strict):
+    name = text(200)
+    region = fields.String(validate=REGION)
+    value_tier = one_of(VALUE_TIERS)
+    contact_email = fields.Email(validate=validate.Length(max=254), allow_none=True)
+
+
+class TenantOut(Schema):
+    id = fields.Integer()
+    external_ref = fields.String()
+    name = fields.String()
+    region = fields.String()
+    legal_regime = fields.Function(lambda tenant: legal_regime_for(tenant.region))
+    value_tier = fields.String()
+    contact_email = fields.String(allow_none=True)
+    closed_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class TenantPage(Page):
+    items = fields.List(fields.Nested(TenantOut))
+
+
+class TenantFilter(PageArgs):
+    region = fields.String(validate=REGION)
+    q = fields.String(validate=validate.Length(min=1, max=200),
+                      metadata={"description": "part of the name or external ref"})
+
+
+@blp.route("", methods=["GET"])
+@requires(*READERS)
+@blp.arguments(TenantFilter, location="query", as_kwargs=True)
+@blp.response(200, TenantPage)
+def list_tenants(limit: int, cursor: str | None = None, region: str | None = None,
+                 q: str | None = None) -> dict[str, Any]:
+    query = select(Tenant)
+    if region:
+        query = query.where(Tenant.region == region)
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(Tenant.name.ilike(pattern, escape="\\")
+                            | Tenant.external_ref.ilike(pattern, escape="\\"))
+    return paginate(query, Tenant.id, limit=limit, cursor=cursor)
+
+
+@blp.route("", methods=["POST"])
+@requires("admin", "csm")
+@idempotent
+@blp.arguments(TenantIn)
+@blp.response(201, TenantOut)
+@blp.alt_response(409, description="a tenant with this external_ref exists")
+@blp.doc(parameters=[IDEMPOTENCY_HEADER])
+def create_tenant(data: dict[str, Any]) -> Tenant:
+    tenant = Tenant(**data)
+    db.session.add(tenant)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        abort(409, message=f"a tenant with external_ref {data['external_ref']!r} already exists")
+    audit.record("tenant.created", actor=current_principal().actor, tenant_id=tenant.id,
+                 data={"external_ref": tenant.external_ref, "region": tenant.region})
+    return tenant
+
+
+@blp.route("/<id:tenant_id>", methods=["GET"])
+@requires(*READERS)
+@blp.response(200, TenantOut)
+@blp.alt_response(404, description="no such tenant")
+def get_tenant(tenant_id: int) -> Tenant:
+    return get_or_404(tenant_id)
+
+
+@blp.route("/<id:tenant_id>", methods=["PATCH"])
+@requires("admin", "csm")
+@writes
+@blp.arguments(TenantPatch)
+@blp.response(200, TenantOut)
+@blp.alt_response(404, description="no such tenant")
+def update_tenant(data: dict[str, Any], tenant_id: int) -> Tenant:
+    tenant = get_or_404(tenant_id)
+    changed = {name: value for name, value in data.items() if getattr(tenant, name) != value}
+    for name, value in changed.items():
+        setattr(tenant, name, value)
+    if changed:
+        audit.record("tenant.updated", actor=current_principal().actor, tenant_id=tenant.id,
+                     data={"changed": sorted(changed)})
+    return tenant
+
+
+def get_or_404(tenant_id: int) -> Tenant:
+    tenant = db.session.get(Tenant, tenant_id)
+    if tenant is None:
+        abort(404, message=f"tenant {tenant_id} not found")
+    return tenant

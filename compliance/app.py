@@ -1,0 +1,29 @@
+"""create_app(): reads as the table of contents of the service."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from compliance import api, auth, config, db, observability, queues
+from compliance.config import Settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or config.load()
+    app = Flask(__name__, instance_path=str(settings.instance_dir))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        OFFBOARD=settings,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.env == "production",
+    )
+    observability.configure_logging(settings.log_level)
+    db.configure(settings.database_url)
+    queues.configure(settings)
+    app.teardown_appcontext(lambda _error: db.session.remove())
+    observability.init_app(app)
+    auth.init_app(app)
+    api.init_app(app)
+    return app

@@ -1,0 +1,147 @@
+"""The ``offboard`` command. Errors are one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+from redis.exceptions import RedisError
+from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from compliance import auth, config, db, schema
+from compliance.models import ROLES, ApiKey
+
+CLI_ACTOR = "cli:" + os.environ.get("USER", "operator")
+
+
+def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (config.ConfigError, ValueError, LookupError) as error:
+            raise click.ClickException(str(error)) from error
+        except SQLAlchemyError as error:
+            raise click.ClickException(f"database error: {error.__class__.__name__}: "
+                                       f"{str(error).splitlines()[0]}") from error
+        except RedisError as error:
+            raise click.ClickException(f"redis error: {error}") from error
+
+    return wrapper
+
+
+def _database() -> config.Settings:
+    settings = config.load()
+    db.configure(settings.database_url)
+    return settings
+
+
+@click.group()
+def main() -> None:
+    """Offboard: customer offboarding with exports, retention and proof."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=lambda: int(os.environ.get("PORT", 8000)),
+              show_default="$PORT or 8000")
+@_one_line_errors
+def run(host: str, port: int) -> None:
+    """Migrate, seed the demo tenant, and run web server, worker and scheduler."""
+    from compliance import launcher
+
+    sys.exit(launcher.run(host, port))
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@_one_line_errors
+def worker(burst: bool) -> None:
+    """Run one RQ worker on every queue."""
+    from compliance.worker import run_worker
+
+    run_worker(burst=burst)
+
+
+@main.command()
+@_one_line_errors
+def cron() -> None:
+    """Run the RQ cron scheduler with retention.schedule."""
+    from compliance.worker import run_cron
+
+    run_cron()
+
+
+@main.group(name="db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command()
+@_one_line_errors
+def upgrade() -> None:
+    """Apply every migration not yet applied."""
+    settings = config.load()
+    schema.upgrade(settings.database_url)
+    click.echo("database is at the latest revision")
+
+
+@main.group()
+def users() -> None:
+    """Staff users who sign in to the admin pages."""
+
+
+@users.command(name="create")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.password_option(envvar="OFFBOARD_PASSWORD", help="Prompted for when not given.")
+@_one_line_errors
+def create_user(email: str, name: str, role: str, password: str) -> None:
+    _database()
+    with db.transaction():
+        user = auth.create_user(email=email, name=name, role=role, password=password,
+                                actor=CLI_ACTOR)
+    click.echo(f"created user {user.id} <{user.email}> with role {role}")
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command(name="create")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--name", default="cli", show_default=True)
+@_one_line_errors
+def create_key(role: str, name: str) -> None:
+    """Print a new key once; only its hash is stored."""
+    _database()
+    with db.transaction():
+        key, plain = auth.create_api_key(name=name, role=role, created_by=CLI_ACTOR)
+    click.echo(f"created key {key.id} ({role}); it will not be shown again:", err=True)
+    click.echo(plain)
+
+
+@keys.command(name="revoke")
+@click.argument("key")
+@_one_line_errors
+def revoke_key(key: str) -> None:
+    """Revoke KEY, given as its id or its prefix."""
+    _database()
+    with db.transaction():
+        conditions = [ApiKey.prefix == key] + ([ApiKey.id == int(key)] if key.isdigit() else [])
+        found = db.session.scalar(select(ApiKey).where(or_(*conditions)))
+        if found is None:
+            raise LookupError(f"no API key with id or prefix {key!r}")
+        auth.revoke_api_key(found, actor=CLI_ACTOR)
+    click.echo(f"revoked key {found.id} ({found.name})")
+
+
+if __name__ == "__main__":
+    main()

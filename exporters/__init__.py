@@ -1,0 +1,1 @@
+"""Getting the data out: sources, formats, bundles, storage and the export jobs."""

@@ -1,0 +1,1 @@
+"""Keeping data only as long as allowed: policy, legal holds, purges, schedule."""

@@ -1,0 +1,11 @@
+"""The periodic jobs, as ``rq cron`` loads them (``offboard cron`` runs this module).
+
+Every job here is idempotent, so a missed or doubled run does no harm.
+"""
+
+from rq import cron
+
+from compliance import workflow
+
+cron.register(workflow.flag_missed_deadlines, queue_name="default", cron="*/5 * * * *",
+              name="flag-missed-deadlines")

@@ -1,0 +1,91 @@
+"""Every route in the URL map, called with every role and with no key.
+
+A route added without a role rule fails here: the matrix below must name it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from compliance.models import ROLES
+
+ALL = set(ROLES)
+PUBLIC = "public"
+# endpoint -> who may call it (the roles, or PUBLIC)
+EXPECTED: dict[str, set[str] | str] = {
+    "healthz": PUBLIC,
+    "metrics": PUBLIC,
+    "static": PUBLIC,
+    "api-docs.openapi_json": PUBLIC,
+    "api-docs.openapi_swagger_ui": PUBLIC,
+    "api_docs_assets.static": PUBLIC,
+    "tenants.list_tenants": ALL,
+    "tenants.get_tenant": ALL,
+    "tenants.create_tenant": {"admin", "csm"},
+    "tenants.update_tenant": {"admin", "csm"},
+    "sources.list_sources": ALL,
+    "sources.get_source": ALL,
+    "sources.create_source": {"admin", "csm"},
+    "sources.delete_source": {"admin"},
+    "requests.list_requests": ALL,
+    "requests.get_request": ALL,
+    "requests.create_request": {"admin", "csm"},
+    "requests.acknowledge": {"admin", "csm"},
+    "requests.approve": {"admin", "csm"},
+    "requests.start_export": {"admin", "csm"},
+    "requests.close": {"admin", "csm"},
+    "requests.withdraw": {"admin", "csm"},
+    "requests.fail": {"admin"},
+    "requests.extend_deadline": {"admin", "csm", "legal"},
+    "keys.list_keys": {"admin"},
+    "keys.create_key": {"admin"},
+    "keys.revoke_key": {"admin"},
+}
+
+
+def concrete(rule: str) -> str:
+    """A URL for a rule: ids become 1 (the answer past the role check may be 404)."""
+    path = re.sub(r"<id:[^>]+>", "1", rule)
+    return re.sub(r"<(?:path:)?[^>]+>", "swagger-ui.css", path)
+
+
+def routes(app):  # type: ignore[no-untyped-def]
+    for rule in app.url_map.iter_rules():
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            yield rule.endpoint, method, concrete(rule.rule)
+
+
+def test_every_route_is_in_the_matrix(app) -> None:  # type: ignore[no-untyped-def]
+    endpoints = {endpoint for endpoint, _method, _url in routes(app)}
+    assert endpoints == set(EXPECTED), "a route was added or removed without a role rule here"
+
+
+def test_every_view_declares_a_rule(app) -> None:  # type: ignore[no-untyped-def]
+    opened = app.extensions["offboard_public"]
+    for endpoint, view in app.view_functions.items():
+        declared = getattr(view, "roles", None)
+        if EXPECTED[endpoint] == PUBLIC:
+            assert getattr(view, "public", False) or endpoint in opened, endpoint
+        else:
+            assert declared == EXPECTED[endpoint], endpoint
+
+
+@pytest.mark.parametrize("role", [*ROLES, None])
+def test_matrix(client, as_role, role) -> None:  # type: ignore[no-untyped-def]
+    headers = as_role(role) if role else {}
+    for endpoint, method, url in routes(client.application):
+        allowed = EXPECTED[endpoint]
+        response = client.open(url, method=method, headers=headers, json={} if method != "GET" else None)
+        status = response.status_code
+        if allowed == PUBLIC:
+            assert status not in (401, 403), (role, method, url, status)
+        elif role is None:
+            assert status == 401, (method, url, status)
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        elif role in allowed:
+            assert status not in (401, 403), (role, method, url, status, response.json)
+        else:
+            assert status == 403, (role, method, url, status)
+        assert status < 500, (role, method, url, status, response.data[:300])

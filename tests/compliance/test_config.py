@@ -1,0 +1,50 @@
+"""Settings: embedded defaults, and production refusing to start without a real secret."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from compliance import config
+
+
+def test_defaults_live_under_the_instance_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = config.load({"OFFBOARD_INSTANCE_DIR": str(tmp_path)})
+    assert settings.database_url == f"sqlite:///{tmp_path / 'offboard.db'}"
+    assert settings.redis_url is None
+    assert settings.embedded_redis_path == tmp_path / "redis.db"
+    assert settings.storage == str(tmp_path / "bundles")
+    assert settings.keys_dir == tmp_path / "keys"
+
+
+def test_development_secret_is_generated_once_and_private(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    first = config.load({"OFFBOARD_INSTANCE_DIR": str(tmp_path)})
+    second = config.load({"OFFBOARD_INSTANCE_DIR": str(tmp_path)})
+    assert first.secret_key == second.secret_key and len(first.secret_key) >= 48
+    assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "keys" / "secret_key").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("secret", [None, "", "changeme", "dev", "short-but-not-default"])
+def test_production_refuses_missing_default_or_weak_secret(tmp_path, secret) -> None:  # type: ignore[no-untyped-def]
+    env = {"OFFBOARD_ENV": "production", "OFFBOARD_INSTANCE_DIR": str(tmp_path)}
+    if secret is not None:
+        env["OFFBOARD_SECRET_KEY"] = secret
+    with pytest.raises(config.ConfigError, match="OFFBOARD_SECRET_KEY"):
+        config.load(env)
+
+
+def test_production_accepts_a_real_secret(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    secret = "x" * 40
+    settings = config.load({"OFFBOARD_ENV": "production", "OFFBOARD_SECRET_KEY": secret,
+                            "OFFBOARD_INSTANCE_DIR": str(tmp_path)})
+    assert settings.secret_key == secret
+    assert not (tmp_path / "keys" / "secret_key").exists()
+
+
+@pytest.mark.parametrize(("name", "value"), [("OFFBOARD_ENV", "staging"),
+                                             ("OFFBOARD_MAX_REQUEST_BYTES", "-1")])
+def test_bad_values_are_named(tmp_path, name, value) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(config.ConfigError, match=name):
+        config.load({"OFFBOARD_INSTANCE_DIR": str(tmp_path), name: value})
