@@ -48,8 +48,8 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=lambda: int(os.environ.get("PORT", 8000)),
-              show_default="$PORT or 8000")
+@click.option("--port", type=click.IntRange(1, 65535), envvar="PORT", default=8000, show_default=True,
+              help="Also read from $PORT.")
 @_one_line_errors
 def run(host: str, port: int) -> None:
     """Migrate, seed the demo tenant, and run web server, worker and scheduler."""

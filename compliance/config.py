@@ -6,6 +6,7 @@ checkout run with no services; production sets real URLs and a real secret.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -85,10 +86,8 @@ def _secret_key(env: str, given: str | None, keys_dir: Path) -> str:
         raise ConfigError("OFFBOARD_SECRET_KEY is missing or a known default; production needs a real secret")
     # Development and tests: one random secret, generated once and kept with the keys.
     path = ensure_private_dir(keys_dir) / "secret_key"
-    try:
+    with contextlib.suppress(FileExistsError):
         write_private_file(path, secrets.token_urlsafe(48))
-    except FileExistsError:
-        pass
     return path.read_text().strip()
 
 

@@ -33,8 +33,8 @@ def run(host: str, port: int) -> int:
         env["REDIS_URL"] = "unix://" + queues.start_embedded(settings.embedded_redis_path)
     children = {
         "web": [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "1",
-                "--threads", "8", "--graceful-timeout", "10", "--access-logfile", "-",
-                "--logger-class", "gunicorn.glogging.Logger", "compliance.app:create_app()"],
+                "--threads", "8", "--graceful-timeout", "10", "--no-control-socket",
+                "compliance.app:create_app()"],
         "worker": [sys.executable, "-m", "compliance.cli", "worker"],
         "cron": [sys.executable, "-m", "compliance.cli", "cron"],
     }

@@ -33,10 +33,10 @@ STATES = (
 TERMINAL_STATES = frozenset({"closed", "withdrawn"})
 
 # GDPR covers the EU and EEA member states and the UK (UK GDPR).
-GDPR_REGIONS = frozenset(
-    "EU EEA UK GB AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI "
-    "ES SE IS LI NO".split()
-)
+GDPR_REGIONS = frozenset({
+    "EU", "EEA", "UK", "GB", "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU",
+    "IE", "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO",
+})
 
 
 @dataclass(frozen=True)
@@ -219,12 +219,13 @@ def extend_deadline(request_id: int, *, actor: str, reason: str) -> OffboardingR
 def overdue(now: datetime) -> ColumnElement[bool]:
     """SQL condition: an open request with a deadline it has already missed."""
     r = OffboardingRequest
+    # The export answers the legal request, so delivering it meets the legal deadline too.
     return and_(
         r.status.not_in(TERMINAL_STATES),
         or_(
             and_(r.acknowledged_at.is_(None), r.acknowledgement_due < now),
             and_(r.export_ready_at.is_(None), r.export_due < now),
-            r.legal_deadline < now,
+            and_(r.export_ready_at.is_(None), r.legal_deadline.is_not(None), r.legal_deadline < now),
         ),
     )
 
@@ -259,7 +260,8 @@ def _missed(request: OffboardingRequest, now: datetime) -> set[str]:
         missed.add("acknowledgement")
     if request.export_ready_at is None and request.export_due < now:
         missed.add("export")
-    if request.legal_deadline is not None and request.legal_deadline < now:
+    legal = request.legal_deadline
+    if request.export_ready_at is None and legal is not None and legal < now:
         missed.add("legal")
     return missed
 

@@ -37,7 +37,7 @@ def reset_postgres(url: str) -> None:
         with engine.begin() as connection:
             connection.execute(text("DROP SCHEMA public CASCADE"))
             connection.execute(text("CREATE SCHEMA public"))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         unavailable(f"PostgreSQL at {url} is unreachable: {error}")
     finally:
         engine.dispose()
@@ -66,7 +66,7 @@ def app(settings: config.Settings) -> Iterator[Flask]:
     try:
         flask_app = create_app(settings)
         queues.connection().ping()
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         unavailable(f"Redis is unreachable: {error}")
     flask_app.config["TESTING"] = True
     yield flask_app

@@ -45,7 +45,8 @@ def init_app(app: Flask) -> None:
     )
     app.url_map.converters["id"] = IdConverter
     api = Api(app)
-    api.register_converter(IdConverter, lambda _converter: {"type": "integer", "minimum": 1, "maximum": MAX_ID})
+    id_schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+    api.register_converter(IdConverter, lambda _converter: id_schema)
     for module in (tenants, sources, requests, keys):
         api.register_blueprint(module.blp)
     assets = Blueprint("api_docs_assets", __name__, static_folder=swagger_ui_bundle.swagger_ui_path,

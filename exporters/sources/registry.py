@@ -32,4 +32,5 @@ def get(kind: str) -> type[Source]:
     try:
         return kinds()[kind]
     except KeyError:
-        raise UnknownSource(f"unknown source kind {kind!r}; installed: {', '.join(sorted(kinds()))}") from None
+        installed = ", ".join(sorted(kinds()))
+        raise UnknownSource(f"unknown source kind {kind!r}; installed: {installed}") from None

@@ -9,29 +9,27 @@ Decisions (an export must not round anything):
   because no fixed Arrow scale holds every value such a column accepts;
 * INTERVAL is month_day_nano_interval: months, days and time are kept apart, as
   PostgreSQL keeps them (psycopg's own timedelta folds a month into 30 days);
-* UUID is its canonical text, JSON is ``json.dumps`` of the decoded document, arrays are
+* UUID is its canonical text, JSON is the database's own JSON text (decoding it would
+  round big numbers through float and turn a JSON null into a missing value), arrays are
   lists of their mapped item, types without an exact Arrow peer (inet, money, time with
   time zone, ...) are the database's text.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Context, Decimal
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Column, Text, cast, type_coerce
+from sqlalchemy import Column, Text, cast
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.types import NullType, TypeEngine
+from sqlalchemy.types import TypeEngine
 
 Convert = Callable[[Any], Any]
-_WIDE = Context(prec=1000)  # quantize never fails for lack of digits
 
 
 @dataclass(frozen=True)
@@ -40,56 +38,53 @@ class ColumnPlan:
 
     arrow: pa.DataType
     as_text: bool = False  # select CAST(column AS TEXT): the database's rendering is exact
-    raw: bool = False  # skip SQLAlchemy's result processing (Numeric's goes through float)
     convert: Convert | None = None  # applied to each non-null value
 
 
 def plan_for(type_: TypeEngine[Any], dialect: str) -> ColumnPlan:
     """The plan for a column type as reflected by ``dialect`` ("postgresql", "sqlite", ...)."""
-    if isinstance(type_, sqltypes.ARRAY):
-        item = plan_for(type_.item_type, dialect)
-        item_convert = item.convert or (str if item.as_text else None)
-        item_type = pa.string() if item.as_text else item.arrow
-        arrow: pa.DataType = pa.list_(item_type)
-        for _ in range((type_.dimensions or 1) - 1):
-            arrow = pa.list_(arrow)
-        return ColumnPlan(arrow, convert=_each(item_convert, type_.dimensions or 1)
-                          if item_convert else None)
-    if isinstance(type_, sqltypes.Boolean):
-        return ColumnPlan(pa.bool_())
-    if isinstance(type_, sqltypes.Integer):
-        return ColumnPlan(_integer(type_, dialect))
-    if isinstance(type_, sqltypes.Float):
-        return ColumnPlan(pa.float64())
-    if isinstance(type_, sqltypes.Numeric):
-        return _numeric(type_)
-    if isinstance(type_, sqltypes.DateTime):
-        return ColumnPlan(pa.timestamp("us", tz="UTC" if type_.timezone else None))
-    if isinstance(type_, sqltypes.Date):
-        return ColumnPlan(pa.date32())
-    if isinstance(type_, sqltypes.Time):
-        return ColumnPlan(pa.string(), as_text=True) if type_.timezone else ColumnPlan(
-            pa.time64("us"))
-    if _python_type(type_) is timedelta:  # INTERVAL of any dialect
+    for kinds, make in _RULES:  # first match wins: Float before Numeric, its base class
+        if isinstance(type_, kinds):
+            return make(type_, dialect)
+    if _python_type(type_) is timedelta:  # INTERVAL, whatever the dialect calls it
         return ColumnPlan(pa.month_day_nano_interval(), convert=_interval)
-    if isinstance(type_, sqltypes.Uuid):
-        return ColumnPlan(pa.string(), convert=str)
-    if isinstance(type_, sqltypes.JSON):
-        return ColumnPlan(pa.string(), convert=json.dumps)
-    if isinstance(type_, (sqltypes.LargeBinary, sqltypes.BINARY, sqltypes.VARBINARY)):
-        return ColumnPlan(pa.binary(), convert=bytes)
-    if isinstance(type_, sqltypes.String):
-        return ColumnPlan(pa.string())
-    return ColumnPlan(pa.string(), as_text=True)  # NullType, inet, money, tsvector, ...
+    return _TEXT  # NullType, inet, money, tsvector, ...
+
+
+_TEXT = ColumnPlan(pa.string(), as_text=True)
+
+
+def _array(type_: Any, dialect: str) -> ColumnPlan:
+    item = plan_for(type_.item_type, dialect)
+    item_convert = item.convert or (str if item.as_text else None)  # no CAST inside an array
+    depth = type_.dimensions or 1
+    arrow = pa.string() if item.as_text else item.arrow
+    for _ in range(depth):
+        arrow = pa.list_(arrow)
+    return ColumnPlan(arrow, convert=_each(item_convert, depth) if item_convert else None)
+
+
+_RULES: tuple[tuple[type | tuple[type, ...], Callable[[Any, str], ColumnPlan]], ...] = (
+    (sqltypes.ARRAY, _array),
+    (sqltypes.Boolean, lambda _t, _d: ColumnPlan(pa.bool_())),
+    (sqltypes.Integer, lambda t, d: ColumnPlan(_integer(t, d))),
+    (sqltypes.Float, lambda _t, _d: ColumnPlan(pa.float64())),
+    (sqltypes.Numeric, lambda t, _d: _numeric(t)),
+    (sqltypes.DateTime,
+     lambda t, _d: ColumnPlan(pa.timestamp("us", tz="UTC" if t.timezone else None))),
+    (sqltypes.Date, lambda _t, _d: ColumnPlan(pa.date32())),
+    (sqltypes.Time, lambda t, _d: _TEXT if t.timezone else ColumnPlan(pa.time64("us"))),
+    (sqltypes.Uuid, lambda _t, _d: ColumnPlan(pa.string(), convert=str)),
+    (sqltypes.JSON, lambda _t, _d: _TEXT),  # the stored text: no float rounding, null kept
+    ((sqltypes.LargeBinary, sqltypes.BINARY, sqltypes.VARBINARY),
+     lambda _t, _d: ColumnPlan(pa.binary(), convert=bytes)),
+    (sqltypes.String, lambda _t, _d: ColumnPlan(pa.string())),
+)
 
 
 def select_expression(column: Column[Any], plan: ColumnPlan) -> ColumnElement[Any]:
     """The column as the plan wants it selected, still labelled with its own name."""
-    if plan.as_text:
-        return cast(column, Text).label(column.name)
-    if plan.raw:
-        return type_coerce(column, NullType()).label(column.name)
-    return column
+    return cast(column, Text).label(column.name) if plan.as_text else column
 
 
 def to_batch(rows: Sequence[Sequence[Any]], plans: Sequence[ColumnPlan],
@@ -126,27 +121,15 @@ def _integer(type_: sqltypes.Integer, dialect: str) -> pa.DataType:
 def _numeric(type_: sqltypes.Numeric[Any]) -> ColumnPlan:
     precision, scale = type_.precision, type_.scale or 0
     if precision is None or precision > 76 or not 0 <= scale <= precision:
-        return ColumnPlan(pa.string(), as_text=True)
-    arrow = pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
-    quantum = Decimal(1).scaleb(-scale)
-
-    def convert(value: Any) -> Decimal:
-        # SQLite may hand back int, float or text; repr() is the float's shortest exact text.
-        number = value if isinstance(value, Decimal) else Decimal(
-            repr(value) if isinstance(value, float) else str(value))
-        return number.quantize(quantum, context=_WIDE)
-
-    return ColumnPlan(arrow, raw=True, convert=convert)
+        return _TEXT
+    return ColumnPlan(pa.decimal128(precision, scale) if precision <= 38
+                      else pa.decimal256(precision, scale))
 
 
 def _each(convert: Convert, depth: int) -> Convert:
-    def apply(values: list[Any]) -> list[Any]:
-        if depth > 1:
-            return [None if value is None else _each(convert, depth - 1)(value)
-                    for value in values]
-        return [None if value is None else convert(value) for value in values]
-
-    return apply
+    """``convert`` applied to every item of a ``depth``-dimensional array."""
+    inner = _each(convert, depth - 1) if depth > 1 else convert
+    return lambda values: [None if value is None else inner(value) for value in values]
 
 
 # PostgreSQL's default IntervalStyle: "1 year 2 mons -3 days +04:05:06.789".
@@ -160,9 +143,7 @@ def _interval(value: Any) -> tuple[int, int, int]:
     """(months, days, nanoseconds) from our exact loader's tuple or a driver's timedelta."""
     if isinstance(value, tuple):
         return value
-    whole_days = value.days
-    micros = value.seconds * 1_000_000 + value.microseconds
-    return (0, whole_days, micros * 1000)
+    return (0, value.days, (value.seconds * 1_000_000 + value.microseconds) * 1000)
 
 
 def parse_pg_interval(text: str) -> tuple[int, int, int]:
