@@ -39,19 +39,25 @@ log = structlog.get_logger("offboard")
 
 
 def configure_logging(level: str) -> None:
-    """JSON lines on stdout; secrets are redacted before anything is written."""
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level, force=True)
+    """JSON lines on stdout for our events and for libraries' (RQ, Alembic) stdlib logging;
+    secrets are redacted before anything is written."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+    ))
+    logging.basicConfig(handlers=[handler], level=level, force=True)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
 

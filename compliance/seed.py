@@ -33,9 +33,10 @@ def seed_demo_tenant(settings: Settings) -> Tenant:
 
 
 def bootstrap_admin_key() -> str | None:
-    """A first admin key when there is no admin key at all; its plain text, or None."""
+    """A first admin key when no live admin key exists; its plain text, or None."""
     with db.transaction():
-        if db.session.scalar(select(ApiKey.id).where(ApiKey.role == "admin").limit(1)):
+        live_admin = select(ApiKey.id).where(ApiKey.role == "admin", ApiKey.revoked_at.is_(None))
+        if db.session.scalar(live_admin.limit(1)):
             return None
         _key, plain = create_api_key(name="bootstrap", role="admin", created_by=audit.SYSTEM)
     return plain

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.exc import IntegrityError
 
 import audit
 from compliance import clock, db
 from compliance.models import AuditEvent, OffboardingRequest, Tenant
+from compliance.models import requests as requests_model
 
 ACKNOWLEDGEMENT_WINDOW = timedelta(hours=24)
 EXPORT_WINDOW = timedelta(hours=72)
@@ -30,7 +32,7 @@ STATES = (
     "withdrawn",
     "failed",
 )
-TERMINAL_STATES = frozenset({"closed", "withdrawn"})
+TERMINAL_STATES = frozenset(requests_model.TERMINAL_STATES)
 
 # GDPR covers the EU and EEA member states and the UK (UK GDPR).
 GDPR_REGIONS = frozenset({
@@ -134,7 +136,12 @@ def open_request(
     if open_one is not None:
         raise WorkflowError(f"tenant {tenant.id} already has an open request ({open_one})")
     received_at = clock.now()
-    regime = legal_regime or legal_regime_for(tenant.region)
+    regime = legal_regime_for(tenant.region)
+    if legal_regime and legal_regime != regime:
+        if regime != "none":
+            raise WorkflowError(f"region {tenant.region} falls under {regime}; "
+                                "the legal regime can be added, never lowered or swapped")
+        regime = legal_regime
     request = OffboardingRequest(
         tenant_id=tenant.id,
         requested_by=requested_by,
@@ -150,8 +157,11 @@ def open_request(
         export_due=received_at + EXPORT_WINDOW,
         received_at=received_at,
     )
-    db.session.add(request)
-    db.session.flush()
+    try:
+        with db.session.begin_nested():  # only this insert is undone if it collides
+            db.session.add(request)
+    except IntegrityError:
+        raise WorkflowError(f"tenant {tenant.id} already has an open request") from None
     audit.record(
         "request.received",
         actor=actor,
@@ -239,7 +249,10 @@ def flag_missed_deadlines() -> int:
     now = clock.now()
     flagged = 0
     with db.transaction():
-        for request in db.session.scalars(select(OffboardingRequest).where(overdue(now))):
+        # Row locks make a doubled run (two schedulers during a deploy) skip what the other flags.
+        late = select(OffboardingRequest).where(overdue(now)).with_for_update(
+            of=OffboardingRequest, skip_locked=True)
+        for request in db.session.scalars(late):
             already = {
                 event.data.get("deadline")
                 for event in db.session.scalars(

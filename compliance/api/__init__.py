@@ -8,8 +8,8 @@ from typing import Any
 import swagger_ui_bundle
 from flask import Blueprint, Flask, current_app, request
 from flask_smorest import Api, abort
-from werkzeug.exceptions import default_exceptions
-from werkzeug.routing import IntegerConverter
+from werkzeug.exceptions import NotFound, default_exceptions
+from werkzeug.routing import IntegerConverter, ValidationError
 
 from compliance import auth, workflow
 from compliance.api import keys, requests, sources, tenants
@@ -23,6 +23,13 @@ class IdConverter(IntegerConverter):
 
     def __init__(self, url_map: Any) -> None:
         super().__init__(url_map, min=1, max=MAX_ID)
+
+    def to_python(self, value: str) -> int:
+        try:
+            return super().to_python(value)  # type: ignore[no-any-return]
+        except ValidationError:
+            # Not "try the next rule": that would answer 405 from a sibling route.
+            raise NotFound(f"no object has id {value[:30]}") from None
 
 
 def init_app(app: Flask) -> None:
@@ -55,6 +62,7 @@ def init_app(app: Flask) -> None:
     for endpoint in ("api-docs.openapi_json", "api-docs.openapi_swagger_ui", "api_docs_assets.static"):
         auth.public_endpoint(app, endpoint)
     app.before_request(_require_json_body)
+    app.before_request(_refuse_nul_in_query)
     app.register_error_handler(workflow.WorkflowError, _answer_with(409))
     app.register_error_handler(workflow.UnknownRequest, _answer_with(404))
 
@@ -62,6 +70,14 @@ def init_app(app: Flask) -> None:
 def _require_json_body() -> None:
     if request.method in BODY_METHODS and request.content_length and not request.is_json:
         abort(415, message="send the body as application/json")
+
+
+def _refuse_nul_in_query() -> None:
+    # PostgreSQL refuses NUL in text, so a filter carrying one must stop here as a 422.
+    bad = sorted({name for name, values in request.args.lists() if any("\x00" in v for v in values)})
+    if bad:
+        abort(422, message="query parameters must not contain NUL characters",
+              errors={"query": {name: ["must not contain NUL characters"] for name in bad}})
 
 
 def _answer_with(code: int) -> Callable[[Exception], Any]:

@@ -1,4 +1,4 @@
-"""Cursor pagination: newest first by id, the cursor is an opaque, tamper-checked token."""
+"""Cursor pagination: newest first by id; the cursor is opaque to clients and validated on use."""
 
 from __future__ import annotations
 

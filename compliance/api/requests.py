@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask_smorest import Blueprint, abort
-from marshmallow import Schema, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import not_, select
 
 from compliance import clock, db, workflow
@@ -82,7 +82,7 @@ class RequestFilter(PageArgs):
 
 @blp.route("", methods=["GET"])
 @requires(*READERS)
-@blp.arguments(RequestFilter, location="query", as_kwargs=True)
+@blp.arguments(RequestFilter, location="query", as_kwargs=True, unknown=RAISE)
 @blp.response(200, RequestPage)
 def list_requests(limit: int, cursor: str | None = None, status: str | None = None,
                   tenant_id: int | None = None, owner: str | None = None,
@@ -135,9 +135,8 @@ def _transition_view(action: str, body: type[Strict], roles: tuple[str, ...]) ->
     view.__doc__ = f"{action.replace('_', ' ').capitalize()} the request."
     decorated: Callable[..., Any] = blp.alt_response(409, description=CONFLICT)(
         blp.alt_response(404, description="no such request")(
-            blp.response(200, RequestOut)(blp.arguments(body)(view))))
-    blp.route(f"/<id:request_id>/{action.replace('_', '-')}", methods=["POST"])(
-        requires(*roles)(writes(decorated)))
+            blp.response(200, RequestOut)(blp.arguments(body)(writes(view)))))
+    blp.route(f"/<id:request_id>/{action.replace('_', '-')}", methods=["POST"])(requires(*roles)(decorated))
 
 
 _transition_view("acknowledge", OptionalReasonIn, ("admin", "csm"))
@@ -150,11 +149,11 @@ _transition_view("fail", ReasonIn, ("admin",))
 
 @blp.route("/<id:request_id>/extend-deadline", methods=["POST"])
 @requires("admin", "csm", "legal")
-@writes
 @blp.arguments(ReasonIn)
 @blp.response(200, RequestOut)
 @blp.alt_response(404, description="no such request")
 @blp.alt_response(409, description="no deadline, already extended, or already passed")
+@writes
 def extend_deadline(data: dict[str, Any], request_id: int) -> OffboardingRequest:
     """Use the one extension the law allows (GDPR +2 months, CCPA +45 days)."""
     return workflow.extend_deadline(request_id, actor=current_principal().actor,

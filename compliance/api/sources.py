@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask_smorest import Blueprint, abort
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -45,7 +45,12 @@ class SourceOut(Schema):
     updated_at = fields.DateTime()
 
     def shown_config(self, source: SourceConfig) -> dict[str, Any]:
-        return redact(registry.get(source.kind).config_schema, source.config)
+        try:
+            schema = registry.get(source.kind).config_schema
+        except registry.UnknownSource:
+            # The connector was uninstalled: without its schema, no value is known to be safe.
+            return {name: "********" for name in source.config}
+        return redact(schema, source.config)
 
 
 class SourcePage(Page):
@@ -59,7 +64,7 @@ class SourceFilter(PageArgs):
 
 @blp.route("", methods=["GET"])
 @requires("admin", "csm", "legal", "auditor")
-@blp.arguments(SourceFilter, location="query", as_kwargs=True)
+@blp.arguments(SourceFilter, location="query", as_kwargs=True, unknown=RAISE)
 @blp.response(200, SourcePage)
 def list_sources(limit: int, cursor: str | None = None, tenant_id: int | None = None,
                  kind: str | None = None) -> dict[str, Any]:
@@ -113,10 +118,10 @@ def get_source(source_id: int) -> SourceConfig:
 
 @blp.route("/<id:source_id>", methods=["DELETE"])
 @requires("admin")
-@writes
 @blp.response(204)
 @blp.alt_response(404, description="no such source")
 @blp.alt_response(409, description="exports still refer to it")
+@writes
 def delete_source(source_id: int) -> None:
     source = _get_or_404(source_id)
     db.session.delete(source)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask_smorest import Blueprint, abort
-from marshmallow import Schema, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -66,7 +66,7 @@ class TenantFilter(PageArgs):
 
 @blp.route("", methods=["GET"])
 @requires(*READERS)
-@blp.arguments(TenantFilter, location="query", as_kwargs=True)
+@blp.arguments(TenantFilter, location="query", as_kwargs=True, unknown=RAISE)
 @blp.response(200, TenantPage)
 def list_tenants(limit: int, cursor: str | None = None, region: str | None = None,
                  q: str | None = None) -> dict[str, Any]:
@@ -110,10 +110,10 @@ def get_tenant(tenant_id: int) -> Tenant:
 
 @blp.route("/<id:tenant_id>", methods=["PATCH"])
 @requires("admin", "csm")
-@writes
 @blp.arguments(TenantPatch)
 @blp.response(200, TenantOut)
 @blp.alt_response(404, description="no such tenant")
+@writes
 def update_tenant(data: dict[str, Any], tenant_id: int) -> Tenant:
     tenant = get_or_404(tenant_id)
     changed = {name: value for name, value in data.items() if getattr(tenant, name) != value}

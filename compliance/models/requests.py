@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from compliance import clock
@@ -27,11 +27,18 @@ CHURN_REASONS = (
 )
 FORMATS = ("csv", "json", "parquet", "pdf")
 LEGAL_REGIMES = ("gdpr", "ccpa", "none")
+TERMINAL_STATES = ("closed", "withdrawn")  # a request in one of these is no longer open
+OPEN_CONDITION = "status NOT IN ({})".format(", ".join(f"'{state}'" for state in TERMINAL_STATES))
 
 
 class OffboardingRequest(Base):
     __tablename__ = "offboarding_requests"
-    __table_args__ = (Index("ix_offboarding_requests_status_received", "status", "received_at"),)
+    __table_args__ = (
+        Index("ix_offboarding_requests_status_received", "status", "received_at"),
+        # At most one open request per tenant, even when two arrive at once.
+        Index("uq_offboarding_requests_open_tenant", "tenant_id", unique=True,
+              sqlite_where=text(OPEN_CONDITION), postgresql_where=text(OPEN_CONDITION)),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 16:47:10.711992
+Create Date: 2026-11-24 17:00:44.505577
 
 """
 from typing import Sequence, Union
@@ -124,6 +124,7 @@ def upgrade() -> None:
     with op.batch_alter_table('offboarding_requests', schema=None) as batch_op:
         batch_op.create_index('ix_offboarding_requests_status_received', ['status', 'received_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_offboarding_requests_tenant_id'), ['tenant_id'], unique=False)
+        batch_op.create_index('uq_offboarding_requests_open_tenant', ['tenant_id'], unique=True, sqlite_where=sa.text("status NOT IN ('closed', 'withdrawn')"), postgresql_where=sa.text("status NOT IN ('closed', 'withdrawn')"))
 
     op.create_table('source_configs',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -197,6 +198,7 @@ def downgrade() -> None:
 
     op.drop_table('source_configs')
     with op.batch_alter_table('offboarding_requests', schema=None) as batch_op:
+        batch_op.drop_index('uq_offboarding_requests_open_tenant', sqlite_where=sa.text("status NOT IN ('closed', 'withdrawn')"), postgresql_where=sa.text("status NOT IN ('closed', 'withdrawn')"))
         batch_op.drop_index(batch_op.f('ix_offboarding_requests_tenant_id'))
         batch_op.drop_index('ix_offboarding_requests_status_received')
 
