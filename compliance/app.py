@@ -10,7 +10,7 @@ from exporters.sources import registry
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    settings = settings or config.load()
+    settings = config.use(settings or config.load())
     app = Flask(__name__, instance_path=str(settings.instance_dir))
     app.config.update(
         SECRET_KEY=settings.secret_key,

@@ -34,6 +34,8 @@ class Settings:
     public_url: str
     log_level: str
     max_request_bytes: int
+    batch_rows: int
+    pull_retry_intervals: tuple[int, ...]
 
     @property
     def embedded_redis_path(self) -> Path:
@@ -60,7 +62,24 @@ def load(environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
         public_url=env_vars.get("OFFBOARD_PUBLIC_URL", f"http://localhost:{port}").rstrip("/"),
         log_level=env_vars.get("LOG_LEVEL", "INFO").upper(),
         max_request_bytes=_positive_int(env_vars, "OFFBOARD_MAX_REQUEST_BYTES", 1024 * 1024),
+        batch_rows=_positive_int(env_vars, "OFFBOARD_BATCH_ROWS", 50_000),
+        pull_retry_intervals=_intervals(env_vars.get("OFFBOARD_PULL_RETRY_INTERVALS", "10,60,300")),
     )
+
+
+_current: Settings | None = None
+
+
+def use(settings: Settings) -> Settings:
+    """Make ``settings`` what ``current()`` returns in this process (set at start-up)."""
+    global _current
+    _current = settings
+    return settings
+
+
+def current() -> Settings:
+    """The settings this process started with (read from the environment on first use)."""
+    return _current if _current is not None else use(load())
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -89,6 +108,13 @@ def _secret_key(env: str, given: str | None, keys_dir: Path) -> str:
     with contextlib.suppress(FileExistsError):
         write_private_file(path, secrets.token_urlsafe(48))
     return path.read_text().strip()
+
+
+def _intervals(raw: str) -> tuple[int, ...]:
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() for part in parts):
+        raise ConfigError(f"OFFBOARD_PULL_RETRY_INTERVALS must be seconds like 10,60,300, not {raw!r}")
+    return tuple(int(part) for part in parts)
 
 
 def _positive_int(env_vars: os._Environ[str] | dict[str, str], name: str, default: int) -> int:

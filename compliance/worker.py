@@ -23,7 +23,7 @@ class OffboardWorker(Worker):
 
 def run_worker(*, burst: bool = False, with_scheduler: bool = True) -> bool:
     """Serve every queue until stopped (or until empty with ``burst``)."""
-    settings = config.load()
+    settings = config.use(config.load())
     configure_logging(settings.log_level)
     db.configure(settings.database_url)
     connection = queues.configure(settings)

@@ -6,6 +6,8 @@ Every job here is idempotent, so a missed or doubled run does no harm.
 from rq import cron
 
 from compliance import workflow
+from exporters import reconcile
 
 cron.register(workflow.flag_missed_deadlines, queue_name="default", cron="*/5 * * * *",
               name="flag-missed-deadlines")
+cron.register(reconcile.reconcile, queue_name="default", cron="* * * * *", name="reconcile-exports")

@@ -52,7 +52,8 @@ def instance_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def settings(instance_dir: Path) -> config.Settings:
     database_url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{instance_dir / 'test.db'}"
     env = {"OFFBOARD_ENV": "test", "OFFBOARD_INSTANCE_DIR": str(instance_dir),
-           "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+           "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
+           "OFFBOARD_PULL_RETRY_INTERVALS": "0,0"}  # retries run at once under a burst worker
     if os.environ.get("TEST_REDIS_URL"):
         env["REDIS_URL"] = os.environ["TEST_REDIS_URL"]
     return config.load(env)

@@ -141,7 +141,6 @@ def _transition_view(action: str, body: type[Strict], roles: tuple[str, ...]) ->
 
 _transition_view("acknowledge", OptionalReasonIn, ("admin", "csm"))
 _transition_view("approve", OptionalReasonIn, ("admin", "csm"))
-_transition_view("start_export", OptionalReasonIn, ("admin", "csm"))
 _transition_view("close", OptionalReasonIn, ("admin", "csm"))
 _transition_view("withdraw", ReasonIn, ("admin", "csm"))
 _transition_view("fail", ReasonIn, ("admin",))

@@ -18,7 +18,7 @@ from compliance.api.writes import IDEMPOTENCY_HEADER, idempotent, writes
 from compliance.auth import current_principal, requires
 from compliance.models import SourceConfig
 from exporters.sources import registry
-from exporters.sources.base import redact
+from exporters.sources.base import SourceError, redact
 
 blp = Blueprint("sources", __name__, url_prefix="/api/v1/sources",
                 description="Connected systems and their validated configuration")
@@ -132,6 +132,44 @@ def delete_source(source_id: int) -> None:
         abort(409, message=f"source {source_id} is referenced by exports and cannot be deleted")
     audit.record("source.deleted", actor=current_principal().actor, tenant_id=source.tenant_id,
                  subject=("source", source_id), data={"kind": source.kind, "name": source.name})
+
+
+class CheckOut(Schema):
+    ok = fields.Boolean()
+    error = fields.String(allow_none=True, metadata={"description": "what failed, in words"})
+
+
+@blp.route("/<id:source_id>/check", methods=["POST"])
+@requires("admin", "csm")
+@blp.response(200, CheckOut)
+@blp.alt_response(404, description="no such source")
+@writes
+def check_source(source_id: int) -> dict[str, Any]:
+    """Ask the connector whether the system is reachable and the credentials work."""
+    source_config = _get_or_404(source_id)
+    error = run_check(source_config)
+    audit.record("source.checked", actor=current_principal().actor, tenant_id=source_config.tenant_id,
+                 subject=("source", source_id), data={"ok": error is None, "error": error})
+    return {"ok": error is None, "error": error}
+
+
+def run_check(source_config: SourceConfig) -> str | None:
+    """None when the source answers; otherwise the reason, never a secret."""
+    try:
+        source = registry.get(source_config.kind)(source_config.config)
+    except registry.UnknownSource as unknown:
+        return str(unknown)
+    try:
+        source.check()
+    except SourceError as failure:
+        return str(failure)
+    except Exception as failure:  # a connector bug must not leak its message (secrets)
+        return f"the {source_config.kind} connector failed unexpectedly ({type(failure).__name__})"
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    return None
 
 
 def _get_or_404(source_id: int) -> SourceConfig:

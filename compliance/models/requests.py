@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -81,30 +82,44 @@ class Export(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     formats: Mapped[list[str]]
     error: Mapped[str | None] = mapped_column(Text)
+    bundle_name: Mapped[str | None] = mapped_column(String(200))
+    bundle_sha256: Mapped[str | None] = mapped_column(String(64))
+    bundle_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    manifest: Mapped[dict[str, Any] | None]
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
     request: Mapped[OffboardingRequest] = relationship()
+    tasks: Mapped[list[ExportTask]] = relationship(order_by="ExportTask.id", viewonly=True)
 
 
 class ExportTask(Base):
     """Pulling one dataset of one source into staging; the row is the job's truth."""
 
     __tablename__ = "export_tasks"
-    __table_args__ = (UniqueConstraint("export_id", "source_config_id", "dataset"),)
+    __table_args__ = (
+        UniqueConstraint("export_id", "source_config_id", "dataset"),
+        Index("ix_export_tasks_status_heartbeat", "status", "heartbeat_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     export_id: Mapped[int] = mapped_column(ForeignKey("exports.id"), index=True)
     source_config_id: Mapped[int] = mapped_column(ForeignKey("source_configs.id"))
     dataset: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(default=0)
+    requeues: Mapped[int] = mapped_column(default=0)  # by the reconciler, after a lost job
     rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_rows: Mapped[int | None] = mapped_column(BigInteger)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     job_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
     source: Mapped[SourceConfig] = relationship()

@@ -75,9 +75,10 @@ class DemoSource(Source):
         total = 0 if self._erased(scope) else self._sizes()[dataset.name]
         make = _COLUMNS[dataset.name]
         salt = self._salt(scope)
+        users = self._sizes()["users"]
         for start in range(0, total, batch_rows):
             ids = range(start + 1, min(start + batch_rows, total) + 1)
-            yield pa.RecordBatch.from_arrays(make(ids, salt), schema=SCHEMAS[dataset.name][1])
+            yield pa.RecordBatch.from_arrays(make(ids, salt, users), schema=SCHEMAS[dataset.name][1])
 
     def erase(self, scope: Scope) -> dict[str, int]:
         removed = self.count(scope)
@@ -116,7 +117,7 @@ def _ts(seconds: int) -> datetime:
     return EPOCH + timedelta(seconds=seconds)
 
 
-def _users(ids: range, salt: int) -> list[pa.Array]:
+def _users(ids: range, salt: int, _users: int) -> list[pa.Array]:
     return [
         pa.array(ids, pa.int64()),
         pa.array([f"user{i}@customer{salt % 997}.example" for i in ids]),
@@ -126,8 +127,7 @@ def _users(ids: range, salt: int) -> list[pa.Array]:
     ]
 
 
-def _documents(ids: range, salt: int) -> list[pa.Array]:
-    users = max(1, len(ids))
+def _documents(ids: range, salt: int, users: int) -> list[pa.Array]:
     return [
         pa.array(ids, pa.int64()),
         pa.array([(i * 7 + salt) % users + 1 for i in ids], pa.int64()),
@@ -138,7 +138,7 @@ def _documents(ids: range, salt: int) -> list[pa.Array]:
     ]
 
 
-def _usage(ids: range, salt: int) -> list[pa.Array]:
+def _usage(ids: range, salt: int, _users: int) -> list[pa.Array]:
     return [
         pa.array([date(2020, 1, 1) + timedelta(days=i - 1) for i in ids], pa.date32()),
         pa.array([(i * 31 + salt) % 500 for i in ids], pa.int32()),
@@ -147,7 +147,7 @@ def _usage(ids: range, salt: int) -> list[pa.Array]:
     ]
 
 
-def _integrations(ids: range, salt: int) -> list[pa.Array]:
+def _integrations(ids: range, salt: int, _users: int) -> list[pa.Array]:
     return [
         pa.array(ids, pa.int64()),
         pa.array([PROVIDERS[(i - 1) % len(PROVIDERS)] for i in ids]),
@@ -157,7 +157,7 @@ def _integrations(ids: range, salt: int) -> list[pa.Array]:
     ]
 
 
-def _reports(ids: range, salt: int) -> list[pa.Array]:
+def _reports(ids: range, salt: int, _users: int) -> list[pa.Array]:
     return [
         pa.array(ids, pa.int64()),
         pa.array([f"Monthly report {i}" for i in ids]),
@@ -167,7 +167,7 @@ def _reports(ids: range, salt: int) -> list[pa.Array]:
     ]
 
 
-_COLUMNS: dict[str, Callable[[range, int], list[pa.Array]]] = {
+_COLUMNS: dict[str, Callable[[range, int, int], list[pa.Array]]] = {
     "users": _users,
     "documents": _documents,
     "usage_daily": _usage,

@@ -58,6 +58,12 @@ def requests_of(tenant_id: int) -> int:
 
 def act(client: FlaskClient, headers: dict[str, str], request_id: int, action: str,
         reason: str | None = None) -> Any:
+    if action == "start-export":
+        # Starting an export is POST .../exports (202 with the export); answer with the request.
+        started = client.post(f"{URL}/{request_id}/exports", json={}, headers=headers)
+        if started.status_code != 202:
+            return started
+        return client.get(f"{URL}/{request_id}", headers=headers)
     body = {"reason": reason} if reason is not None else {}
     return client.post(f"{URL}/{request_id}/{action}", json=body, headers=headers)
 

@@ -273,10 +273,11 @@ def test_source_used_by_an_export_cannot_be_deleted(client: FlaskClient, as_role
     created = create(client, admin, tenant_id=tenant_id)
     request = workflow.open_request(db.session.get(Tenant, tenant_id), actor="test", requested_by="x",
                                     channel="email", churn_reason="price", formats=["csv"])
-    export = Export(request_id=request.id, formats=["csv"])
+    export = Export(request_id=request.id, formats=["csv"], created_by="test")
     db.session.add(export)
     db.session.flush()
-    db.session.add(ExportTask(export_id=export.id, source_config_id=created["id"], dataset="users"))
+    db.session.add(ExportTask(export_id=export.id, source_config_id=created["id"], dataset="users",
+                              category="account"))
     db.session.commit()
 
     response = client.delete(f"{URL}/{created['id']}", headers=admin)

@@ -19,8 +19,9 @@ def test_healthz_names_the_failed_service(settings, instance_dir) -> None:  # ty
                           "REDIS_URL": "redis://127.0.0.1:1/0", "LOG_LEVEL": "WARNING"})
     try:
         response = create_app(broken).test_client().get("/healthz")
-    finally:
-        queues.configure(settings)  # give the other tests their Redis back
+    finally:  # give the other tests their settings and Redis back
+        config.use(settings)
+        queues.configure(settings)
     assert response.status_code == 503
     assert response.json["status"] == "unavailable"
     assert response.json["checks"]["database"] == "ok"

