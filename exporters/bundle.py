@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sqlalchemy import select
+
 from compliance import db
-from compliance.models import Export
+from compliance.models import Export, ExportTask
 from exporters.bundle_text import readme, sample_rows
 from exporters.formats import WRITERS
 from exporters.formats.pdf import DatasetSummary, ReportData, write_report
@@ -78,7 +80,9 @@ def _dataset_entries(export: Export, scope: Scope, storage_root: Path,
     entries: list[Entry] = []
     summaries: list[DatasetSummary] = []
     staging = staging_dir(storage_root, export.id)
-    for task in sorted(export.tasks, key=lambda t: (t.category, t.source.name, t.dataset)):
+    tasks = db.session.scalars(select(ExportTask).where(ExportTask.export_id == export.id)
+                               .execution_options(populate_existing=True))  # rows written by pulls
+    for task in sorted(tasks, key=lambda t: (t.category, t.source.name, t.dataset)):
         folder = f"{task.category}/{_safe(task.source.name)}"
         stem = _safe(task.dataset)
         stream = staging / f"{task.id}.arrows"

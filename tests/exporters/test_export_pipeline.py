@@ -209,3 +209,25 @@ def test_start_export_needs_an_approved_request(client, as_role, systems) -> Non
     answer = client.post(f"/api/v1/requests/{request['id']}/exports", json={}, headers=headers)
     assert answer.status_code == 409 and "'received'" in answer.get_json()["message"]
     assert db.session.query(Export).count() == 0
+
+
+def test_the_same_export_assembles_to_the_same_bytes(client, as_role, systems) -> None:  # type: ignore[no-untyped-def]
+    """Sorted entries, fixed timestamps, times from the export row: a re-run of assemble is identical."""
+    from exporters import bundle, jobs
+
+    headers = as_role("csm")
+    request_id = approved_request(client, headers, systems)
+    started = client.post(f"/api/v1/requests/{request_id}/exports", json={}, headers=headers)
+    export_id = started.get_json()["id"]
+    jobs.start_export(export_id)
+    for task in db.session.get(Export, export_id).tasks:
+        jobs.pull(task.id)
+    root = Path(config.current().storage)
+    first, second = bundle.build(export_id, root), bundle.build(export_id, root)
+    assert first.sha256 == second.sha256
+    assert first.path.read_bytes() == second.path.read_bytes()
+    with zipfile.ZipFile(first.path) as archive:
+        names = archive.namelist()
+        assert names[-3:] == ["README.txt", "manifest.json", "SHA256SUMS"]
+        assert names[:-3] == sorted(names[:-3])
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
