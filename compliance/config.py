@@ -111,8 +111,9 @@ def _secret_key(env: str, given: str | None, keys_dir: Path) -> str:
 
 
 def _intervals(raw: str) -> tuple[int, ...]:
+    """Seconds before each retry of a failed pull; empty means no retry."""
     parts = [part.strip() for part in raw.split(",") if part.strip()]
-    if not parts or not all(part.isdigit() for part in parts):
+    if not all(part.isdigit() for part in parts):
         raise ConfigError(f"OFFBOARD_PULL_RETRY_INTERVALS must be seconds like 10,60,300, not {raw!r}")
     return tuple(int(part) for part in parts)
 

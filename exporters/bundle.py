@@ -80,6 +80,7 @@ def _dataset_entries(export: Export, scope: Scope, storage_root: Path,
     entries: list[Entry] = []
     summaries: list[DatasetSummary] = []
     staging = staging_dir(storage_root, export.id)
+    copied: set[int] = set()
     tasks = db.session.scalars(select(ExportTask).where(ExportTask.export_id == export.id)
                                .execution_options(populate_existing=True))  # rows written by pulls
     for task in sorted(tasks, key=lambda t: (t.category, t.source.name, t.dataset)):
@@ -95,7 +96,8 @@ def _dataset_entries(export: Export, scope: Scope, storage_root: Path,
                         **base, "format": out.format, "rows": out.rows, "bytes": out.bytes,
                         "sha256": out.sha256}))
         source = registry.get(task.source.kind)(task.source.config)
-        if hasattr(source, "iter_files"):
+        if hasattr(source, "iter_files") and task.source_config_id not in copied:
+            copied.add(task.source_config_id)  # a source's files once, however many datasets it has
             for relative, size in source.iter_files(scope):
                 opener = _opener(source, scope, relative)
                 entries.append(Entry(f"files/{_safe(task.source.name)}/{relative}", None, {

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
@@ -18,9 +20,9 @@ from sqlalchemy import select, update
 
 import audit
 from compliance import clock, config, db, queues, workflow
-from compliance.models import Export, ExportTask, SourceConfig
+from compliance.models import Export, ExportTask, OffboardingRequest, SourceConfig
 from exporters import bundle
-from exporters.sources import Scope, registry
+from exporters.sources import Scope, Source, registry
 from exporters.staging import staging_dir, write_stream
 from exporters.storage import LocalStorage
 
@@ -56,21 +58,22 @@ def start_export(export_id: int) -> None:
             return  # already planned by an earlier run of this job
         tenant = export.request.tenant
         scope = Scope(tenant=tenant.external_ref)
-        known = {(t.source_config_id, t.dataset) for t in export.tasks}
         configs = db.session.scalars(select(SourceConfig).where(
             (SourceConfig.tenant_id == tenant.id) | SourceConfig.tenant_id.is_(None),
         ).order_by(SourceConfig.id)).all()
+        planned: list[ExportTask] = []
         for source_config in configs:
             try:
-                datasets = registry.get(source_config.kind)(source_config.config).datasets(scope)
+                with _opened(source_config) as source:
+                    datasets = source.datasets(scope)
             except Exception as error:
+                # Nothing is planned unless every source answered: a retry plans everything again.
                 _fail_export(export, f"source {source_config.name}: cannot list datasets: {error}")
                 return
-            for dataset in datasets:
-                if (source_config.id, dataset.name) not in known:
-                    db.session.add(ExportTask(export_id=export.id, source_config_id=source_config.id,
-                                              dataset=dataset.name, category=dataset.category,
-                                              total_rows=dataset.total_rows))
+            planned += [ExportTask(export_id=export.id, source_config_id=source_config.id,
+                                   dataset=dataset.name, category=dataset.category,
+                                   total_rows=dataset.total_rows) for dataset in datasets]
+        db.session.add_all(planned)
         export.status, export.started_at = "running", clock.now()
     enqueue_pulls(export_id)
 
@@ -83,7 +86,7 @@ def enqueue_pulls(export_id: int, task_ids: list[int] | None = None) -> None:
     with db.transaction():
         tasks = db.session.scalars(query).all()
         intervals = list(config.current().pull_retry_intervals)
-        retry = Retry(max=len(intervals), interval=intervals)
+        retry = Retry(max=len(intervals), interval=intervals) if intervals else None
         jobs = [queues.queue(QUEUE).enqueue(pull, task.id, retry=retry, job_timeout=PULL_TIMEOUT)
                 for task in tasks]
         for task, job in zip(tasks, jobs, strict=True):
@@ -109,7 +112,7 @@ def pull(task_id: int) -> None:
         source_config, export = task.source, db.session.get(Export, task.export_id)
         assert export is not None
         scope = Scope(tenant=export.request.tenant.external_ref)
-        kind, source_settings, dataset_name = source_config.kind, source_config.config, task.dataset
+        dataset_name = task.dataset
         path = staging_dir(_storage_root(), export.id) / f"{task.id}.arrows"
     last_write = time.monotonic()
 
@@ -119,11 +122,11 @@ def pull(task_id: int) -> None:
             _save_task(task_id, rows=rows, bytes=size, heartbeat_at=clock.now())
             last_write = time.monotonic()
 
-    source = registry.get(kind)(source_settings)
     try:
-        dataset = next(d for d in source.datasets(scope) if d.name == dataset_name)
-        batches = source.read(dataset, scope, config.current().batch_rows)
-        rows, size = write_stream(path, dataset.schema, batches, progress)
+        with _opened(source_config) as source:
+            dataset = next(d for d in source.datasets(scope) if d.name == dataset_name)
+            batches = source.read(dataset, scope, config.current().batch_rows)
+            rows, size = write_stream(path, dataset.schema, batches, progress)
     except Exception as error:
         job = get_current_job()
         retrying = job is not None and (job.retries_left or 0) > 0
@@ -145,17 +148,32 @@ def assemble(export_id: int) -> None:
         tasks = list(export.tasks)
         if any(task.status in ("queued", "running") for task in tasks):
             return  # a pull is still due; its own assemble (or the reconciler) comes back
+        if _request_status(export) != "exporting":
+            _abandon(export)
+            return
         failed = [task for task in tasks if task.status == "failed"]
         if failed:
             _fail_export(export, "; ".join(
                 f"dataset {t.dataset} of source {t.source.name} failed: {t.error}" for t in failed))
             return
         export.status = "assembling"
-    built = bundle.build(export_id, storage_root)
+    try:
+        built = bundle.build(export_id, storage_root)
+    except Exception as error:
+        job = get_current_job()
+        if job is None or not job.retries_left:
+            with db.transaction():
+                _fail_export(_locked_export(export_id), f"assembling the bundle failed: {error}")
+        raise
     name = f"exports/{export_id}/bundle.zip"
-    LocalStorage(storage_root).publish(name, built.path)
+    storage = LocalStorage(storage_root)
+    storage.publish(name, built.path)
     with db.transaction():
         export = _locked_export(export_id)
+        if _request_status(export) != "exporting":
+            storage.delete(name)  # published, but nobody may get it: the request moved on
+            _abandon(export)
+            return
         export.status, export.finished_at = "ready", clock.now()
         export.bundle_name, export.bundle_sha256, export.bundle_bytes = name, built.sha256, built.size
         export.manifest = built.manifest
@@ -195,11 +213,40 @@ def resume(export_id: int) -> None:
         enqueue_pulls(export_id)
 
 
+def _request_status(export: Export) -> str:
+    """The request's state as committed now (a person may have failed or withdrawn it meanwhile)."""
+    request = db.session.get(OffboardingRequest, export.request_id, populate_existing=True,
+                             with_for_update=True)
+    assert request is not None
+    return request.status
+
+
+def _abandon(export: Export) -> None:
+    """The request left 'exporting' (failed or withdrawn by a person): stop without a bundle."""
+    reason = f"abandoned: the request is now {export.request.status}"
+    export.status, export.error, export.finished_at = "failed", reason, clock.now()
+    audit.record("export.failed", actor=audit.SYSTEM, tenant_id=export.request.tenant_id,
+                 request_id=export.request_id, subject=("export", export.id), data={"reason": reason})
+
+
+@contextmanager
+def _opened(source_config: SourceConfig) -> Iterator[Source]:
+    """A connector for the config, closed afterwards when it holds connections."""
+    source = registry.get(source_config.kind)(source_config.config)
+    try:
+        yield source
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
 def _fail_export(export: Export, reason: str) -> None:
     export.status, export.error, export.finished_at = "failed", reason[:4000], clock.now()
     audit.record("export.failed", actor=audit.SYSTEM, tenant_id=export.request.tenant_id,
                  request_id=export.request_id, subject=("export", export.id), data={"reason": reason})
-    workflow.apply(export.request_id, "fail", actor=audit.SYSTEM, reason=reason[:2000])
+    if _request_status(export) == "exporting":
+        workflow.apply(export.request_id, "fail", actor=audit.SYSTEM, reason=reason[:2000])
 
 
 def _locked_export(export_id: int) -> Export:

@@ -5,6 +5,7 @@ service fails the run instead of skipping."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,8 +76,10 @@ def app(settings: config.Settings) -> Iterator[Flask]:
 
 
 @pytest.fixture
-def session(app: Flask) -> Iterator[None]:
-    """Everything a test writes is rolled back at its end (commits become savepoints)."""
+def session(app: Flask, settings: config.Settings) -> Iterator[None]:
+    """Everything a test writes is rolled back at its end (commits become savepoints),
+    and the bundles it stored are removed (ids repeat once rows are rolled back)."""
+    shutil.rmtree(settings.storage, ignore_errors=True)
     connection = db.engine().connect()
     outer = connection.begin()
     db.session.remove()
@@ -86,6 +89,7 @@ def session(app: Flask) -> Iterator[None]:
     outer.rollback()
     connection.close()
     db.session.configure(bind=db.engine())
+    shutil.rmtree(settings.storage, ignore_errors=True)
 
 
 @pytest.fixture

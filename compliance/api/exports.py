@@ -40,6 +40,7 @@ class TaskOut(Schema):
     requeues = fields.Integer()
     error = fields.String(allow_none=True)
     started_at = fields.DateTime(allow_none=True)
+    heartbeat_at = fields.DateTime(allow_none=True, metadata={"description": "last progress written"})
     finished_at = fields.DateTime(allow_none=True)
 
 

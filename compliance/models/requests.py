@@ -79,7 +79,7 @@ class Export(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     request_id: Mapped[int] = mapped_column(ForeignKey("offboarding_requests.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # the reconciler's scan
     formats: Mapped[list[str]]
     error: Mapped[str | None] = mapped_column(Text)
     bundle_name: Mapped[str | None] = mapped_column(String(200))
@@ -100,10 +100,7 @@ class ExportTask(Base):
     """Pulling one dataset of one source into staging; the row is the job's truth."""
 
     __tablename__ = "export_tasks"
-    __table_args__ = (
-        UniqueConstraint("export_id", "source_config_id", "dataset"),
-        Index("ix_export_tasks_status_heartbeat", "status", "heartbeat_at"),
-    )
+    __table_args__ = (UniqueConstraint("export_id", "source_config_id", "dataset"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     export_id: Mapped[int] = mapped_column(ForeignKey("exports.id"), index=True)
@@ -119,7 +116,7 @@ class ExportTask(Base):
     job_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None]
-    heartbeat_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]  # when progress was last written
     finished_at: Mapped[datetime | None]
 
     source: Mapped[SourceConfig] = relationship()

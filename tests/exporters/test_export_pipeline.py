@@ -231,3 +231,41 @@ def test_the_same_export_assembles_to_the_same_bytes(client, as_role, systems) -
         assert names[-3:] == ["README.txt", "manifest.json", "SHA256SUMS"]
         assert names[:-3] == sorted(names[:-3])
         assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_planning_fails_whole_when_a_later_source_cannot_list(client, as_role, work, systems) -> None:  # type: ignore[no-untyped-def]
+    """The sql source lists fine, the http one (schema inferred from its API) cannot: nothing is
+    planned, and the retry plans every source again, so no source is silently left out."""
+    headers = as_role("csm")
+    del systems["http"]["datasets"][0]["fields"]
+    request_id = approved_request(client, headers, systems)
+    Tickets.failing = True
+    started = client.post(f"/api/v1/requests/{request_id}/exports", json={}, headers=headers)
+    export_id = started.get_json()["id"]
+    work()
+    export = db.session.get(Export, export_id)
+    assert export.status == "failed" and "source http-src: cannot list datasets" in export.error
+    assert export.tasks == []
+
+    Tickets.failing = False
+    assert client.post(f"/api/v1/exports/{export_id}/retry", headers=headers).status_code == 202
+    work()
+    export = client.get(f"/api/v1/exports/{export_id}", headers=headers).get_json()
+    assert export["status"] == "ready"
+    assert {t["source"] for t in export["tasks"]} == {"sql-src", "http-src", "files-src", "demo-src"}
+
+
+def test_a_request_failed_by_hand_abandons_its_export_without_a_bundle(
+        client, as_role, work, systems) -> None:  # type: ignore[no-untyped-def]
+    csm, admin = as_role("csm"), as_role("admin")
+    request_id = approved_request(client, csm, systems)
+    started = client.post(f"/api/v1/requests/{request_id}/exports", json={}, headers=csm)
+    export_id = started.get_json()["id"]
+    assert client.post(f"/api/v1/requests/{request_id}/fail", json={"reason": "customer unreachable"},
+                       headers=admin).status_code == 200
+    work()
+    export = client.get(f"/api/v1/exports/{export_id}", headers=csm).get_json()
+    assert export["status"] == "failed" and export["error"] == "abandoned: the request is now failed"
+    assert export["bundle_sha256"] is None
+    assert not LocalStorage(Path(config.current().storage)).exists(f"exports/{export_id}/bundle.zip")
+    assert db.session.get(OffboardingRequest, request_id).failure_reason == "customer unreachable"
