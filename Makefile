@@ -19,6 +19,9 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/export.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 

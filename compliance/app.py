@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from compliance import api, auth, config, db, observability, queues
+from compliance import api, auth, config, db, download, observability, queues
 from compliance.config import Settings
 from exporters.sources import registry
 
@@ -28,4 +28,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     observability.init_app(app)
     auth.init_app(app)
     api.init_app(app)
+    download.init_app(app, settings)
     return app

@@ -128,6 +128,44 @@ def create_key(role: str, name: str) -> None:
     click.echo(plain)
 
 
+@keys.command(name="rotate-master")
+@_one_line_errors
+def rotate_master() -> None:
+    """Make a new master key and re-wrap every tenant data key with it (bundles stay as they are)."""
+    settings = _database()
+    from exporters import keys as data_keys
+
+    with db.transaction():
+        count = data_keys.rotate_master_key(CLI_ACTOR, settings)
+    click.echo(f"new master key {data_keys.active_master_key(settings).key_id}; re-wrapped {count} data keys")
+
+
+@keys.command(name="rotate-link-key")
+@_one_line_errors
+def rotate_link_key() -> None:
+    """Sign new download links with a new key; links signed by older keys keep working."""
+    config.use(_database())
+    from exporters import links
+
+    click.echo(f"new link signing key {links.rotate_signing_key()}")
+
+
+@keys.command(name="destroy-tenant")
+@click.argument("tenant_id", type=click.IntRange(min=1))
+@click.option("--yes", is_flag=True, help="Confirm: every bundle of the tenant becomes unreadable.")
+@_one_line_errors
+def destroy_tenant(tenant_id: int, yes: bool) -> None:
+    """Crypto-shred TENANT_ID: destroy its data keys, so no copy of its bundles can be read again."""
+    if not yes:
+        raise click.UsageError("destroying keys cannot be undone; add --yes to confirm")
+    config.use(_database())
+    from exporters import keys as data_keys
+
+    with db.transaction():
+        count = data_keys.destroy_tenant_keys(tenant_id, actor=CLI_ACTOR)
+    click.echo(f"destroyed {count} data keys of tenant {tenant_id}")
+
+
 @keys.command(name="revoke")
 @click.argument("key")
 @_one_line_errors

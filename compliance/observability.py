@@ -28,6 +28,7 @@ from compliance import db, queues
 from compliance.auth import public
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+DOWNLOAD_TOKEN = re.compile(r"/d/(?!link-)[^/\s?\"']+")
 SECRET_WORDS = ("password", "secret", "token", "authorization", "api_key", "key", "cookie")
 
 HTTP_REQUESTS = Counter("offboard_http_requests_total", "HTTP requests answered",
@@ -63,9 +64,12 @@ def configure_logging(level: str) -> None:
 
 
 def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
-    for name in list(event):
+    """Secret-named fields are blanked, and download tokens are cut out of any text."""
+    for name, value in list(event.items()):
         if any(word in name.lower() for word in SECRET_WORDS):
             event[name] = "[redacted]"
+        elif isinstance(value, str) and "/d/" in value:
+            event[name] = DOWNLOAD_TOKEN.sub("/d/[token]", value)
     return event
 
 
@@ -132,7 +136,10 @@ def _finish(response: Response) -> Response:
     HTTP_LATENCY.labels(request.method, endpoint).observe(elapsed)
     response.headers["X-Request-ID"] = g.get("request_id", "")
     principal = g.get("principal")
-    log.info("http_request", method=request.method, path=request.path, endpoint=endpoint,
+    path = request.path
+    if request.blueprint == "download":  # the path holds the token: log the link id instead
+        path = DOWNLOAD_TOKEN.sub(f"/d/link-{g.get('link_id')}", path)
+    log.info("http_request", method=request.method, path=path, endpoint=endpoint,
              status=response.status_code, duration_ms=round(elapsed * 1000, 2),
              actor=principal.actor if principal else None)
     return response

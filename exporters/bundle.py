@@ -19,8 +19,10 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import select
 
+import audit
 from compliance import db
 from compliance.models import Export, ExportTask
+from exporters import delivery
 from exporters.bundle_text import readme, sample_rows
 from exporters.formats import WRITERS
 from exporters.formats.pdf import DatasetSummary, ReportData, write_report
@@ -51,7 +53,7 @@ class Entry:
 
 
 def build(export_id: int, storage_root: Path) -> Built:
-    """Write the bundle for a fully pulled export into a private work dir; return where it is."""
+    """Write the bundle for a fully pulled export, sealed for storage; return where it is."""
     export = db.session.get(Export, export_id)
     assert export is not None
     tenant = export.request.tenant
@@ -68,15 +70,17 @@ def build(export_id: int, storage_root: Path) -> Built:
         with open(zip_path, "rb") as handle:
             while chunk := handle.read(CHUNK):
                 digest.update(chunk)
-        final = storage_root / "build" / f".{export_id}-{secrets.token_hex(4)}.zip"
-        zip_path.replace(final)
-        return Built(final, digest.hexdigest(), final.stat().st_size, manifest)
+        # Only the sealed bundle leaves the private work dir: storage never sees plaintext.
+        sealed = storage_root / "build" / f".{export_id}-{secrets.token_hex(4)}.obx"
+        delivery.seal(zip_path, sealed, tenant_id=tenant.id, sha256=digest.hexdigest(), actor=audit.SYSTEM)
+        return Built(sealed, digest.hexdigest(), zip_path.stat().st_size, manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _dataset_entries(export: Export, scope: Scope, storage_root: Path,
                      work: Path) -> tuple[list[Entry], list[DatasetSummary]]:
+    tenant = export.request.tenant
     entries: list[Entry] = []
     summaries: list[DatasetSummary] = []
     staging = staging_dir(storage_root, export.id)
@@ -91,7 +95,7 @@ def _dataset_entries(export: Export, scope: Scope, storage_root: Path,
         (work / folder).mkdir(parents=True, exist_ok=True)
         for requested in export.formats:
             for writer in WRITERS_FOR.get(requested, ()):
-                for out in WRITERS[writer](open_stream(stream), work / folder, stem):
+                for out in WRITERS[writer](open_stream(stream, tenant.id), work / folder, stem):
                     entries.append(Entry(f"{folder}/{out.name}", work / folder / out.name, {
                         **base, "format": out.format, "rows": out.rows, "bytes": out.bytes,
                         "sha256": out.sha256}))
@@ -102,7 +106,7 @@ def _dataset_entries(export: Export, scope: Scope, storage_root: Path,
                 opener = _opener(source, scope, relative)
                 entries.append(Entry(f"files/{_safe(task.source.name)}/{relative}", None, {
                     **base, "format": "file", "rows": None, "bytes": size, "sha256": None}, opener))
-        columns, samples = sample_rows(open_stream(stream))
+        columns, samples = sample_rows(open_stream(stream, tenant.id))
         summaries.append(DatasetSummary(name=task.dataset, category=task.category,
                                         source=task.source.name, rows=task.rows, bytes=task.bytes,
                                         sample_rows=samples, columns=columns))

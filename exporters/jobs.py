@@ -24,7 +24,7 @@ from compliance.models import Export, ExportTask, OffboardingRequest, SourceConf
 from exporters import bundle
 from exporters.sources import Scope, Source, registry
 from exporters.staging import staging_dir, write_stream
-from exporters.storage import LocalStorage
+from exporters.storage import LocalStorage, Storage, open_storage
 
 QUEUE = "exports"
 PULL_TIMEOUT = 6 * 3600
@@ -112,8 +112,8 @@ def pull(task_id: int) -> None:
         source_config, export = task.source, db.session.get(Export, task.export_id)
         assert export is not None
         scope = Scope(tenant=export.request.tenant.external_ref)
-        dataset_name = task.dataset
-        path = staging_dir(_storage_root(), export.id) / f"{task.id}.arrows"
+        tenant_id, dataset_name = export.request.tenant_id, task.dataset
+        path = staging_dir(_work_root(), export.id) / f"{task.id}.arrows"
     last_write = time.monotonic()
 
     def progress(rows: int, size: int) -> None:
@@ -126,7 +126,8 @@ def pull(task_id: int) -> None:
         with _opened(source_config) as source:
             dataset = next(d for d in source.datasets(scope) if d.name == dataset_name)
             batches = source.read(dataset, scope, config.current().batch_rows)
-            rows, size = write_stream(path, dataset.schema, batches, progress)
+            rows, size = write_stream(path, dataset.schema, batches, progress, tenant_id=tenant_id,
+                                      actor=audit.SYSTEM)
     except Exception as error:
         job = get_current_job()
         retrying = job is not None and (job.retries_left or 0) > 0
@@ -140,7 +141,7 @@ def pull(task_id: int) -> None:
 
 def assemble(export_id: int) -> None:
     """Once every pull is finished: fail the export in words, or build and publish the bundle."""
-    storage_root = _storage_root()
+    work_root = _work_root()
     with db.transaction():
         export = _locked_export(export_id)
         if export.status in ("ready", "failed"):
@@ -158,15 +159,15 @@ def assemble(export_id: int) -> None:
             return
         export.status = "assembling"
     try:
-        built = bundle.build(export_id, storage_root)
+        built = bundle.build(export_id, work_root)
     except Exception as error:
         job = get_current_job()
         if job is None or not job.retries_left:
             with db.transaction():
                 _fail_export(_locked_export(export_id), f"assembling the bundle failed: {error}")
         raise
-    name = f"exports/{export_id}/bundle.zip"
-    storage = LocalStorage(storage_root)
+    name = f"exports/{export_id}/bundle.zip.obx"
+    storage = _storage()
     storage.publish(name, built.path)
     with db.transaction():
         export = _locked_export(export_id)
@@ -182,7 +183,7 @@ def assemble(export_id: int) -> None:
                      data={"sha256": built.sha256, "bytes": built.size,
                            "files": len(built.manifest["files"])})
         workflow.apply(export.request_id, "mark_ready", actor=audit.SYSTEM)
-    shutil.rmtree(staging_dir(storage_root, export_id), ignore_errors=True)
+    shutil.rmtree(staging_dir(work_root, export_id), ignore_errors=True)
 
 
 def retry_failed(export_id: int, *, actor: str) -> Export:
@@ -267,6 +268,13 @@ def _set_export_job(export_id: int, job_id: str) -> None:
         db.session.execute(update(Export).where(Export.id == export_id).values(job_id=job_id))
 
 
-def _storage_root() -> Path:
-    return Path(config.current().storage)
+def _storage() -> Storage:
+    settings = config.current()
+    return open_storage(settings.storage, local_root_default=settings.instance_dir / "bundles")
+
+
+def _work_root() -> Path:
+    """Staging and build stay local; with local storage, beside the bundles so publish is a rename."""
+    storage = _storage()
+    return storage.root if isinstance(storage, LocalStorage) else config.current().instance_dir / "work"
 

@@ -5,9 +5,10 @@ Every job here is idempotent, so a missed or doubled run does no harm.
 
 from rq import cron
 
-from compliance import workflow
+from compliance import notify, workflow
 from exporters import reconcile
 
 cron.register(workflow.flag_missed_deadlines, queue_name="default", cron="*/5 * * * *",
               name="flag-missed-deadlines")
 cron.register(reconcile.reconcile, queue_name="default", cron="* * * * *", name="reconcile-exports")
+cron.register(notify.deliver_pending, queue_name="default", cron="* * * * *", name="deliver-outbox")

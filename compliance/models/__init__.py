@@ -2,6 +2,7 @@
 
 from compliance.models.audit import AuditEvent
 from compliance.models.auth import ROLES, ApiKey, IdempotencyRecord, User
+from compliance.models.delivery import DownloadLink, OutboxMessage, TenantKey
 from compliance.models.requests import (
     CHANNELS,
     CHURN_REASONS,
@@ -22,11 +23,14 @@ __all__ = [
     "VALUE_TIERS",
     "ApiKey",
     "AuditEvent",
+    "DownloadLink",
     "Export",
     "ExportTask",
     "IdempotencyRecord",
     "OffboardingRequest",
+    "OutboxMessage",
     "SourceConfig",
     "Tenant",
+    "TenantKey",
     "User",
 ]

@@ -13,6 +13,10 @@ Decisions (an export must not round anything):
   round big numbers through float and turn a JSON null into a missing value), arrays are
   lists of their mapped item, types without an exact Arrow peer (inet, money, time with
   time zone, ...) are the database's text.
+
+On PostgreSQL the same plans are also met by the fast path (``fast_expression`` and
+``fast_array``, bottom of this module): the rows arrive as Arrow columns from ADBC, selected
+and converted so that they equal, value for value and type for type, what ``to_batch`` builds.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Column, Text, cast
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.elements import ColumnElement
@@ -141,8 +146,8 @@ _PG_INTERVAL = re.compile(
 
 def _interval(value: Any) -> tuple[int, int, int]:
     """(months, days, nanoseconds) from our exact loader's tuple or a driver's timedelta."""
-    if isinstance(value, tuple):
-        return value
+    if isinstance(value, tuple | list):  # SQLAlchemy's ARRAY hands an item's tuple on as a list
+        return (value[0], value[1], value[2])
     return (0, value.days, (value.seconds * 1_000_000 + value.microseconds) * 1000)
 
 
@@ -171,3 +176,113 @@ def register_exact_intervals(dbapi_connection: Any) -> None:
             return parse_pg_interval(bytes(data).decode())
 
     dbapi_connection.adapters.register_loader("interval", IntervalParts)
+
+
+# -- the PostgreSQL fast path ------------------------------------------------------------------
+#
+# PostgreSQL hands a query's rows over as COPY BINARY, which the ADBC driver decodes into Arrow
+# in C, with no Python per row. What arrives must equal what the generic path builds from the
+# driver's Python values, so each column is selected the way that makes it so, and every
+# column that arrives is checked against its plan; a column with no exact fast form sends the
+# whole table down the generic path.
+
+# Python's datetime, which the generic path goes through, holds years 1..9999 only: outside
+# them (and for 'infinity') that path fails, and so does this one rather than export a value
+# the other cannot.
+_MIN_DAY, _MAX_DAY = -719_162, 2_932_896  # 0001-01-01 and 9999-12-31, in days since 1970
+_MIN_MICROS, _MAX_MICROS = _MIN_DAY * 86_400_000_000, (_MAX_DAY + 1) * 86_400_000_000 - 1
+_DAY_MICROS = 86_400_000_000  # time '24:00:00' exists in PostgreSQL, not in Python
+
+
+class FastPathError(ValueError):
+    """A value the fast path will not export (the generic path fails on it too)."""
+
+
+def fast_expression(column: Column[Any], plan: ColumnPlan) -> ColumnElement[Any] | None:
+    """What the fast path selects for ``column`` so that it arrives as ``plan`` makes it, or
+    None when no selection does (the table is then read the generic way)."""
+    type_ = column.type
+    if isinstance(type_, sqltypes.ARRAY):
+        return _fast_array(column, type_)
+    if plan.as_text or isinstance(type_, sqltypes.Uuid):  # str(UUID) is PostgreSQL's own text
+        expression: ColumnElement[Any] = cast(column, Text)
+    elif _is_single(type_):
+        # The generic path reads a REAL as the float its shortest text names (1.1, not
+        # 1.100000023841858): the same text, read as double precision by the server.
+        expression = cast(cast(column, Text), sqltypes.Double())
+    else:
+        expression = column
+    return expression.label(column.name)
+
+
+def _fast_array(column: Column[Any], type_: sqltypes.ARRAY[Any]) -> ColumnElement[Any] | None:
+    if (type_.dimensions or 1) != 1:  # ADBC flattens nested arrays; the plan keeps them
+        return None
+    item = type_.item_type
+    if isinstance(item, sqltypes.Uuid):
+        return cast(column, sqltypes.ARRAY(Text)).label(column.name)
+    if _is_single(item):
+        return cast(cast(column, sqltypes.ARRAY(Text)), sqltypes.ARRAY(sqltypes.Double())).label(
+            column.name)
+    if plan_for(item, "postgresql").as_text:  # the generic path takes str() of Python values
+        return None
+    return column.label(column.name)
+
+
+def _is_single(type_: TypeEngine[Any]) -> bool:
+    return isinstance(type_, sqltypes.Float) and not isinstance(type_, sqltypes.Double)
+
+
+def fast_convertible(arrived: pa.DataType, wanted: pa.DataType) -> bool:
+    """Whether ``fast_array`` turns a column of type ``arrived`` into ``wanted`` exactly."""
+    arrived = _storage_type(arrived)
+    if pa.types.is_list(wanted):
+        return pa.types.is_list(arrived) and fast_convertible(arrived.value_type,
+                                                               wanted.value_type)
+    if pa.types.is_decimal(wanted):  # ADBC gives NUMERIC as its digits
+        return pa.types.is_string(arrived)
+    return arrived == wanted
+
+
+def fast_array(array: pa.Array, wanted: pa.DataType) -> pa.Array:
+    """An array as ADBC delivers it, as ``wanted`` (see ``fast_convertible``), checked."""
+    if isinstance(array, pa.ExtensionArray):
+        array = array.storage
+    if pa.types.is_list(wanted):
+        values = fast_array(array.values, wanted.value_type)  # the whole child; offsets index it
+        return pa.ListArray.from_arrays(array.offsets, values, type=wanted,
+                                        mask=array.is_null() if array.null_count else None)
+    if pa.types.is_decimal(wanted) and pa.types.is_string(array.type):
+        try:
+            return array.cast(wanted)  # refuses what would not fit exactly (and NaN)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            raise FastPathError(f"a NUMERIC value does not fit {wanted}: {error}") from error
+    if array.type != wanted:
+        raise FastPathError(f"arrived as {array.type}, not {wanted}")
+    _check_range(array)
+    return array
+
+
+def _check_range(array: pa.Array) -> None:
+    kind = array.type
+    outside_years = "is infinite or outside years 1..9999, which the export cannot hold"
+    if pa.types.is_timestamp(kind) and kind.unit == "us":
+        low, high, raw = _MIN_MICROS, _MAX_MICROS, array.view(pa.int64())
+        refusal = f"a timestamp {outside_years}"
+    elif pa.types.is_date32(kind):
+        low, high, raw = _MIN_DAY, _MAX_DAY, array.view(pa.int32())
+        refusal = f"a date {outside_years}"
+    elif pa.types.is_time64(kind) and kind.unit == "us":
+        low, high, raw = 0, _DAY_MICROS - 1, array.view(pa.int64())
+        refusal = "a time of day is 24:00:00, which the export cannot hold"
+    else:
+        return
+    if raw.null_count == len(raw):
+        return
+    bounds = pc.min_max(raw)
+    if bounds["min"].as_py() < low or bounds["max"].as_py() > high:
+        raise FastPathError(refusal)
+
+
+def _storage_type(kind: pa.DataType) -> pa.DataType:
+    return kind.storage_type if isinstance(kind, pa.BaseExtensionType) else kind

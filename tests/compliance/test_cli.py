@@ -72,3 +72,18 @@ def test_users_create_hashes_the_password(offboard) -> None:  # type: ignore[no-
     short = offboard("users", "create", "--email", "b@example.com", "--name", "B", "--role", "csm",
                      extra={"OFFBOARD_PASSWORD": "short"})
     assert short.returncode == 1 and "at least 12 characters" in short.stderr
+
+
+def test_key_rotation_and_shredding_commands(offboard, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    first = offboard("keys", "rotate-master")
+    second = offboard("keys", "rotate-master")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout.split()[3] != second.stdout.split()[3]  # "new master key <id>; ..."
+    assert len(list((tmp_path / "keys" / "master").glob("*.key"))) == 2  # the old one still unwraps
+    link_key = offboard("keys", "rotate-link-key")
+    assert link_key.returncode == 0
+    assert (tmp_path / "keys" / "links" / f"{link_key.stdout.split()[-1]}.key").exists()
+    refused = offboard("keys", "destroy-tenant", "1")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    shredded = offboard("keys", "destroy-tenant", "1", "--yes")
+    assert shredded.returncode == 0 and "destroyed 0 data keys of tenant 1" in shredded.stdout

@@ -3,13 +3,11 @@ after the reconciler puts the lost work back and a new worker starts."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +42,24 @@ jobs.enqueue_start(export.id)
 print(export.id)
 """
 
+VERIFY = """
+import hashlib, io, json, sys, zipfile
+from compliance import config, db
+from compliance.models import Export
+from exporters import delivery
+settings = config.use(config.load())
+db.configure(settings.database_url)
+export = db.session.get(Export, int(sys.argv[1]))
+opened = delivery.open_bundle(export, export.bundle_sha256)
+plain = b"".join(opened.chunks(0, opened.size))
+archive = zipfile.ZipFile(io.BytesIO(plain))
+sums_ok = all(hashlib.sha256(archive.read(name)).hexdigest() == digest for digest, name in
+              (line.split("  ", 1) for line in archive.read("SHA256SUMS").decode().splitlines()))
+manifest = json.loads(archive.read("manifest.json"))
+rows = [f["rows"] for f in manifest["files"] if f["dataset"] == "documents" and f["format"] == "parquet"]
+print(json.dumps({"sha256": hashlib.sha256(plain).hexdigest(), "sums_ok": sums_ok, "rows": rows}))
+"""
+
 RECONCILE = """
 from datetime import UTC, datetime, timedelta
 from compliance import clock, config, db, queues
@@ -69,8 +85,8 @@ def env(service_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]
         embedded.shutdown(nosave=True)
 
 
-def python(env: dict[str, str], code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+def python(env: dict[str, str], code: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -108,7 +124,7 @@ def test_sigkill_mid_pull_and_mid_assemble(env: dict[str, str]) -> None:
     export_id = int(python(env, SETUP))
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance / 'offboard.db'}"
     engine = create_engine(database_url)
-    bundle = instance / "bundles" / "exports" / str(export_id) / "bundle.zip"
+    bundle = instance / "bundles" / "exports" / str(export_id) / "bundle.zip.obx"
     staging = instance / "bundles" / "staging" / str(export_id)
 
     # 1. Kill the worker while the big dataset is streaming.
@@ -136,15 +152,9 @@ def test_sigkill_mid_pull_and_mid_assemble(env: dict[str, str]) -> None:
     assert third.wait(timeout=300) == 0
     status, sha256 = wait_for(engine, f"SELECT status, bundle_sha256 FROM exports WHERE id = {export_id}",
                               lambda row: row[0] in ("ready", "failed"))
-    assert status == "ready"
-    assert hashlib.sha256(bundle.read_bytes()).hexdigest() == sha256
-    with zipfile.ZipFile(bundle) as archive:
-        manifest = json.loads(archive.read("manifest.json"))
-        for line in archive.read("SHA256SUMS").decode().splitlines():
-            digest, name = line.split("  ", 1)
-            assert hashlib.sha256(archive.read(name)).hexdigest() == digest
-    parquet = [f for f in manifest["files"] if f["dataset"] == "documents" and f["format"] == "parquet"]
-    assert parquet[0]["rows"] == ROWS
+    assert status == "ready" and bundle.exists()
+    verified = json.loads(python(env, VERIFY, str(export_id)))
+    assert verified == {"sha256": sha256, "sums_ok": True, "rows": [ROWS]}
     assert not staging.exists()
     with engine.connect() as connection:
         assert connection.execute(text("SELECT status FROM offboarding_requests")).scalar() == "export_ready"

@@ -20,6 +20,7 @@ from pypdf import PdfReader
 
 from compliance import config, db
 from compliance.models import Export, OffboardingRequest, SourceConfig, Tenant
+from exporters import crypto, delivery, keys
 from exporters.storage import LocalStorage
 
 TENANT = "acme-7"
@@ -99,10 +100,25 @@ def approved_request(client, headers, systems) -> int:  # type: ignore[no-untype
     return request["id"]
 
 
+def bundle_data(export: dict[str, Any]) -> bytes:
+    """The stored bundle, decrypted as a download would serve it."""
+    opened = delivery.open_bundle(db.session.get(Export, export["id"]), export["bundle_sha256"])
+    return b"".join(opened.chunks(0, opened.size))
+
+
+def decrypt_file(path: Path, tenant_id: int) -> bytes:
+    data = path.read_bytes()
+
+    def read_at(offset: int, length: int) -> bytes:
+        return data[offset:offset + length]
+
+    info = json.loads(crypto.read_info(read_at))
+    key = keys.unwrap(tenant_id, info["key_version"])
+    return b"".join(crypto.decrypt_range(read_at, len(data), key, 0, len(data)))
+
+
 def bundle_of(export: dict[str, Any]) -> zipfile.ZipFile:
-    storage = LocalStorage(Path(config.current().storage))
-    with storage.open(f"exports/{export['id']}/bundle.zip") as handle:
-        return zipfile.ZipFile(io.BytesIO(handle.read()))
+    return zipfile.ZipFile(io.BytesIO(bundle_data(export)))
 
 
 def test_export_runs_end_to_end_and_every_file_matches(client, as_role, work, systems) -> None:  # type: ignore[no-untyped-def]
@@ -141,12 +157,6 @@ def test_export_runs_end_to_end_and_every_file_matches(client, as_role, work, sy
     assert users.num_rows == 2  # demo: rows // 20
     report = "".join(page.extract_text() for page in PdfReader(io.BytesIO(bundle.read("report.pdf"))).pages)
     assert "Acme GmbH" in report and "90 days" in report
-
-
-def bundle_data(export: dict[str, Any]) -> bytes:
-    storage = LocalStorage(Path(config.current().storage))
-    with storage.open(f"exports/{export['id']}/bundle.zip") as handle:
-        return handle.read()
 
 
 def test_a_failing_dataset_fails_the_export_in_words_and_retry_reruns_only_it(
@@ -224,9 +234,12 @@ def test_the_same_export_assembles_to_the_same_bytes(client, as_role, systems) -
         jobs.pull(task.id)
     root = Path(config.current().storage)
     first, second = bundle.build(export_id, root), bundle.build(export_id, root)
-    assert first.sha256 == second.sha256
-    assert first.path.read_bytes() == second.path.read_bytes()
-    with zipfile.ZipFile(first.path) as archive:
+    assert first.sha256 == second.sha256 and first.size == second.size
+    tenant_id = db.session.get(Export, export_id).request.tenant_id
+    plain = decrypt_file(first.path, tenant_id)
+    assert plain == decrypt_file(second.path, tenant_id)  # sealed apart (fresh salts), same ZIP inside
+    assert hashlib.sha256(plain).hexdigest() == first.sha256
+    with zipfile.ZipFile(io.BytesIO(plain)) as archive:
         names = archive.namelist()
         assert names[-3:] == ["README.txt", "manifest.json", "SHA256SUMS"]
         assert names[:-3] == sorted(names[:-3])
@@ -267,5 +280,5 @@ def test_a_request_failed_by_hand_abandons_its_export_without_a_bundle(
     export = client.get(f"/api/v1/exports/{export_id}", headers=csm).get_json()
     assert export["status"] == "failed" and export["error"] == "abandoned: the request is now failed"
     assert export["bundle_sha256"] is None
-    assert not LocalStorage(Path(config.current().storage)).exists(f"exports/{export_id}/bundle.zip")
+    assert not LocalStorage(Path(config.current().storage)).exists(f"exports/{export_id}/bundle.zip.obx")
     assert db.session.get(OffboardingRequest, request_id).failure_reason == "customer unreachable"

@@ -1,0 +1,165 @@
+"""Signed, expiring download links: issue, check, count, revoke.
+
+A token is ``<key id>.<payload>.<signature>``: HMAC-SHA256 over the link id, the
+time it was issued and a random nonce. The database keeps the link row (bundle,
+sha256, expiry, quota, count) and the nonce, never the token; signing keys live
+in the keys dir with ids, so a rotated key keeps verifying the links it signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import struct
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import update
+
+import audit
+from compliance import clock, config, db
+from compliance.config import ensure_private_dir, write_private_file
+from compliance.models import DownloadLink, Export
+
+DEFAULT_LIFETIME = timedelta(days=7)
+MAX_LIFETIME = timedelta(days=30)
+CLOCK_SKEW = timedelta(minutes=1)
+PAYLOAD = struct.Struct(">QQ16s")  # link id, issued (unix seconds), nonce
+
+
+class LinkError(Exception):
+    """Why a token opens nothing; ``gone`` (HTTP 410) or not (HTTP 404)."""
+
+    def __init__(self, outcome: str, *, gone: bool, link: DownloadLink | None = None) -> None:
+        super().__init__(outcome)
+        self.outcome, self.gone, self.link = outcome, gone, link
+
+
+@dataclass(frozen=True)
+class Issued:
+    link: DownloadLink
+    token: str
+
+
+def issue(export: Export, *, recipient: str, expires_in: timedelta, max_downloads: int,
+          actor: str, replaces: DownloadLink | None = None) -> Issued:
+    """A new link to a ready export; the token is returned here and nowhere else."""
+    if export.status != "ready" or export.bundle_sha256 is None:
+        raise LinkError(f"export {export.id} is {export.status}, not ready", gone=False)
+    if not timedelta(minutes=5) <= expires_in <= MAX_LIFETIME:
+        raise ValueError("expires_in must be between 5 minutes and 30 days")
+    key_id, key = _active_key()
+    now, nonce = clock.now(), secrets.token_bytes(16)
+    link = DownloadLink(export_id=export.id, bundle_sha256=export.bundle_sha256, recipient=recipient,
+                        signing_key_id=key_id, nonce=nonce.hex(), expires_at=now + expires_in,
+                        max_downloads=max_downloads, created_by=actor,
+                        replaces_id=replaces.id if replaces else None)
+    db.session.add(link)
+    db.session.flush()
+    payload = PAYLOAD.pack(link.id, int(now.timestamp()), nonce)
+    token = f"{key_id}.{_b64(payload)}.{_b64(_sign(key, key_id, payload))}"
+    audit.record("link.issued", actor=actor, tenant_id=export.request.tenant_id,
+                 request_id=export.request_id, subject=("link", link.id),
+                 data={"export_id": export.id, "recipient": recipient,
+                       "expires_at": link.expires_at.isoformat(), "max_downloads": max_downloads,
+                       "replaces": link.replaces_id})
+    return Issued(link, token)
+
+
+def resolve(token: str) -> DownloadLink:
+    """The link a token names, if the signature holds and the link may still be used."""
+    link = _verified(token)
+    now = clock.now()
+    if link.revoked_at is not None:
+        raise LinkError("revoked", gone=True, link=link)
+    if link.expires_at <= now:
+        raise LinkError("expired", gone=True, link=link)
+    return link
+
+
+def claim_download(link: DownloadLink) -> None:
+    """Count one download, atomically: with quota N and any concurrency, exactly N succeed."""
+    result = db.session.execute(
+        update(DownloadLink)
+        .where(DownloadLink.id == link.id, DownloadLink.revoked_at.is_(None),
+               DownloadLink.expires_at > clock.now(), DownloadLink.downloads < DownloadLink.max_downloads)
+        .values(downloads=DownloadLink.downloads + 1)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise LinkError("exhausted", gone=True, link=link)
+
+
+def downloads_left(link: DownloadLink) -> int:
+    return max(0, link.max_downloads - link.downloads)
+
+
+def revoke(link: DownloadLink, *, actor: str) -> None:
+    if link.revoked_at is None:
+        link.revoked_at, link.revoked_by = clock.now(), actor
+        audit.record("link.revoked", actor=actor, tenant_id=link.export.request.tenant_id,
+                     request_id=link.export.request_id, subject=("link", link.id))
+
+
+def rotate_signing_key() -> str:
+    """A new signing key for new links; older keys stay to verify the links they signed."""
+    key_id = f"{int(clock.now().timestamp()):010d}{secrets.token_hex(3)}"
+    write_private_file(_keys_dir() / f"{key_id}.key", base64.b64encode(os.urandom(32)).decode())
+    return key_id
+
+
+def _verified(token: str) -> DownloadLink:
+    parts = token.split(".")
+    if len(parts) != 3 or len(token) > 200:
+        raise LinkError("malformed", gone=False)
+    key_id, payload_text, signature_text = parts
+    key = _key(key_id)
+    payload, signature = _unb64(payload_text), _unb64(signature_text)
+    if key is None or payload is None or signature is None or len(payload) != PAYLOAD.size:
+        raise LinkError("unknown", gone=False)
+    if not hmac.compare_digest(_sign(key, key_id, payload), signature):
+        raise LinkError("bad_signature", gone=False)
+    link_id, issued, nonce = PAYLOAD.unpack(payload)
+    if datetime.fromtimestamp(issued, tz=clock.now().tzinfo) > clock.now() + CLOCK_SKEW:
+        raise LinkError("future_dated", gone=False)
+    link = db.session.get(DownloadLink, link_id, populate_existing=True)
+    if link is None or not hmac.compare_digest(link.nonce, nonce.hex()) or link.signing_key_id != key_id:
+        raise LinkError("unknown", gone=False)
+    return link
+
+
+def _sign(key: bytes, key_id: str, payload: bytes) -> bytes:
+    return hmac.new(key, key_id.encode() + b"." + payload, hashlib.sha256).digest()
+
+
+def _keys_dir() -> Path:
+    return ensure_private_dir(config.current().keys_dir / "links")
+
+
+def _active_key() -> tuple[str, bytes]:
+    names = sorted(path.stem for path in _keys_dir().glob("*.key"))
+    key_id = names[-1] if names else rotate_signing_key()
+    key = _key(key_id)
+    assert key is not None
+    return key_id, key
+
+
+def _key(key_id: str) -> bytes | None:
+    if not key_id.isalnum():
+        return None
+    path = _keys_dir() / f"{key_id}.key"
+    return base64.b64decode(path.read_text()) if path.is_file() else None
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes | None:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        return None
