@@ -12,6 +12,8 @@ import pyarrow as pa
 from marshmallow import Schema, ValidationError, fields
 
 CATEGORIES = ("account", "content", "usage", "integrations", "reports")
+# Field metadata for a string column that holds JSON text: JSON writers embed it as JSON.
+JSON_TEXT = {b"offboard.json": b"true"}
 ENV_PREFIX = "env:"
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from exporters.sources.base import Dataset, Scope, Source, SourceError
+from exporters.sources.base import JSON_TEXT, Dataset, Scope, Source, SourceError
 from exporters.sources.http_client import HttpClient, Response, next_link, with_query
 from exporters.sources.http_config import (
     EXTRA,
@@ -36,7 +36,6 @@ from exporters.sources.http_config import (
     parse_column,
 )
 
-JSON_META = {b"offboard.json": b"true"}
 ARROW = {"string": pa.string(), "json": pa.string(), "int64": pa.int64(),
          "float64": pa.float64(), "bool": pa.bool_()}
 INT64 = (-(2**63), 2**63 - 1)
@@ -310,7 +309,7 @@ def _page_url(base: str, paging: dict[str, Any], number: int, following: str | N
 
 
 def _field(name: str, kind: str) -> pa.Field:
-    return pa.field(name, ARROW[kind], metadata=JSON_META if kind == "json" else None)
+    return pa.field(name, ARROW[kind], metadata=JSON_TEXT if kind == "json" else None)
 
 
 def _kinds(schema: pa.Schema) -> list[str]:

@@ -60,7 +60,7 @@ from sqlalchemy.sql import sqltypes, visitors
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.types import TypeEngine
 
-from exporters.sources.base import Dataset, Scope, Source, SourceError, resolve_secret
+from exporters.sources.base import JSON_TEXT, Dataset, Scope, Source, SourceError, resolve_secret
 from exporters.sources.sql_config import SqlConfig, parse_via
 from exporters.sources.sql_types import (
     ColumnPlan,
@@ -370,7 +370,8 @@ class SqlSource(Source):
         return [plan_for(column.type, dialect) for column in table.columns]
 
     def _arrow_schema(self, table: Table) -> pa.Schema:
-        return pa.schema([pa.field(column.name, plan.arrow, nullable=bool(column.nullable))
+        return pa.schema([pa.field(column.name, plan.arrow, nullable=bool(column.nullable),
+                                   metadata=JSON_TEXT if plan.json_text else None)
                           for column, plan in zip(table.columns, self._plans(table),
                                                   strict=True)])
 

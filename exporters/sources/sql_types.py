@@ -44,6 +44,7 @@ class ColumnPlan:
     arrow: pa.DataType
     as_text: bool = False  # select CAST(column AS TEXT): the database's rendering is exact
     convert: Convert | None = None  # applied to each non-null value
+    json_text: bool = False  # the text is a JSON document: marked so JSON writers embed it
 
 
 def plan_for(type_: TypeEngine[Any], dialect: str) -> ColumnPlan:
@@ -57,6 +58,7 @@ def plan_for(type_: TypeEngine[Any], dialect: str) -> ColumnPlan:
 
 
 _TEXT = ColumnPlan(pa.string(), as_text=True)
+_JSON = ColumnPlan(pa.string(), as_text=True, json_text=True)
 
 
 def _array(type_: Any, dialect: str) -> ColumnPlan:
@@ -80,7 +82,7 @@ _RULES: tuple[tuple[type | tuple[type, ...], Callable[[Any, str], ColumnPlan]], 
     (sqltypes.Date, lambda _t, _d: ColumnPlan(pa.date32())),
     (sqltypes.Time, lambda t, _d: _TEXT if t.timezone else ColumnPlan(pa.time64("us"))),
     (sqltypes.Uuid, lambda _t, _d: ColumnPlan(pa.string(), convert=str)),
-    (sqltypes.JSON, lambda _t, _d: _TEXT),  # the stored text: no float rounding, null kept
+    (sqltypes.JSON, lambda _t, _d: _JSON),  # the stored text: no float rounding, null kept
     ((sqltypes.LargeBinary, sqltypes.BINARY, sqltypes.VARBINARY),
      lambda _t, _d: ColumnPlan(pa.binary(), convert=bytes)),
     (sqltypes.String, lambda _t, _d: ColumnPlan(pa.string())),

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pypdf import PdfReader
@@ -282,3 +283,25 @@ def test_a_request_failed_by_hand_abandons_its_export_without_a_bundle(
     assert export["bundle_sha256"] is None
     assert not LocalStorage(Path(config.current().storage)).exists(f"exports/{export_id}/bundle.zip.obx")
     assert db.session.get(OffboardingRequest, request_id).failure_reason == "customer unreachable"
+
+
+def test_sql_json_columns_are_embedded_as_json_in_json_lines(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A JSON column is marked as JSON text, so .jsonl carries the document, not a quoted string."""
+    from exporters.formats import write_jsonl
+    from exporters.sources.sql import SqlSource
+
+    database = tmp_path / "j.db"
+    with sqlite3.connect(database) as connection:
+        connection.executescript("""CREATE TABLE events (id INTEGER PRIMARY KEY, tenant TEXT, payload JSON);
+                                    INSERT INTO events VALUES (1, 't', '{"a": [1, 2.50], "b": null}');""")
+    source = SqlSource({"url": f"sqlite:///{database}",
+                        "tables": [{"name": "events", "tenant_column": "tenant", "category": "usage"}]})
+    from exporters.sources import Scope
+
+    [dataset] = source.datasets(Scope("t"))
+    assert dataset.schema.field("payload").metadata == {b"offboard.json": b"true"}
+    reader = pa.RecordBatchReader.from_batches(dataset.schema, source.read(dataset, Scope("t"), 10))
+    [out] = write_jsonl(reader, tmp_path, "events")
+    assert json.loads((tmp_path / out.name).read_text()) == {"id": 1, "tenant": "t",
+                                                               "payload": {"a": [1, 2.50], "b": None}}
+    source.close()
