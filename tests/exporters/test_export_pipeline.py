@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -305,3 +306,35 @@ def test_sql_json_columns_are_embedded_as_json_in_json_lines(tmp_path) -> None: 
     assert json.loads((tmp_path / out.name).read_text()) == {"id": 1, "tenant": "t",
                                                                "payload": {"a": [1, 2.50], "b": None}}
     source.close()
+
+
+def test_bundle_in_s3_storage_is_sealed_and_served_by_range(client, as_role, work, systems, bucket) -> None:  # type: ignore[no-untyped-def]
+    """OFFBOARD_STORAGE=s3://…: the sealed bundle goes to S3 (no plaintext there) and the
+    customer's download reads it back by ranged GETs."""
+    import dataclasses
+
+    from exporters.storage import open_storage
+
+    settings = config.current()
+    config.use(dataclasses.replace(settings, storage=f"s3://{bucket}/bundles"))
+    try:
+        headers = as_role("csm")
+        request_id = approved_request(client, headers, systems)
+        started = client.post(f"/api/v1/requests/{request_id}/exports", json={"formats": ["csv"]},
+                              headers=headers)
+        work()
+        export = client.get(f"/api/v1/exports/{started.get_json()['id']}", headers=headers).get_json()
+        assert export["status"] == "ready"
+        stored = open_storage(f"s3://{bucket}/bundles")
+        sealed = stored.read_at(f"exports/{export['id']}/bundle.zip.obx", 0, 64)
+        assert sealed.startswith(b"OBX1") and b"PK\x03\x04" not in sealed
+        link = client.post(f"/api/v1/exports/{export['id']}/links", json={"recipient": "cfo@acme.example"},
+                           headers=headers).get_json()
+        path = urlsplit(link["url"]).path
+        whole = client.get(f"{path}/bundle.zip")
+        assert whole.status_code == 200
+        assert hashlib.sha256(whole.data).hexdigest() == export["bundle_sha256"]
+        part = client.get(f"{path}/bundle.zip", headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.data == whole.data[100:200]
+    finally:
+        config.use(settings)
