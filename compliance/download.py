@@ -7,6 +7,7 @@ no answer may be cached or leak the URL through a Referer.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import audit
 from compliance import config, db, queues
 from compliance.auth import public_endpoint
 from compliance.models import DownloadLink
-from exporters import delivery, links
+from exporters import crypto, delivery, links
 
 bp = Blueprint("download", __name__)
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -36,7 +37,7 @@ REFUSALS = {
 def init_app(app: Flask, settings: config.Settings) -> None:
     limiter = Limiter(get_remote_address, app=app, storage_uri=_limiter_storage(settings),
                       default_limits=[], headers_enabled=True, key_prefix="offboard-limits")
-    limiter.limit("60 per minute")(bp)
+    limiter.shared_limit("60 per minute", scope="download")(bp)  # one budget for page and file
     app.register_blueprint(bp)
     for endpoint in ("download.page", "download.bundle"):
         public_endpoint(app, endpoint)
@@ -66,7 +67,7 @@ def page(token: str) -> Response | tuple[str, int]:
 
 
 @bp.route("/d/<token>/bundle.zip", methods=["GET", "HEAD"])
-def bundle(token: str) -> Response | tuple[str, int]:
+def bundle(token: str) -> Response | tuple[str, int]:  # noqa: PLR0911 -- one return per answer
     action = "download.head" if request.method == "HEAD" else "download.bundle"
     try:
         link = links.resolve(token)
@@ -82,10 +83,17 @@ def bundle(token: str) -> Response | tuple[str, int]:
         _attempt(action, "range_not_satisfiable", link)
         return Response(status=416, headers={"Content-Range": f"bytes */{opened.size}"})
     start, stop = span if span else (0, opened.size)
-    if request.method == "GET" and (span is None or link.downloads == 0):
-        # A whole download counts against the quota; a resume of a counted one does not.
+    try:
+        opened.verify()  # nothing is sent from an object that fails its hash
+    except delivery.BundleTampered:
+        return _alarm(action, link)
+    if request.method == "HEAD" and links.downloads_left(link) == 0:
+        return _refuse(action, "exhausted", True, link)
+    if request.method == "GET":
+        # A whole download counts against the quota; a range (a resume) does not, but every
+        # byte sent is charged to the link's byte budget (quota x bundle size).
         try:
-            links.claim_download(link)
+            links.claim_download(link, stop - start, opened.size, counts=span is None or link.downloads == 0)
         except links.LinkError as error:
             return _refuse(action, error.outcome, error.gone, link)
     _attempt(action, "ok" if span is None else f"range {start}-{stop - 1}", link)
@@ -98,13 +106,39 @@ def bundle(token: str) -> Response | tuple[str, int]:
     }
     if span is not None:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{opened.size}"
-    body = None if request.method == "HEAD" else stream_with_context(_stream(opened, start, stop))
+    body = None if request.method == "HEAD" else stream_with_context(_stream(opened, start, stop, link))
     return Response(body, status=206 if span else 200, headers=headers, direct_passthrough=True)
 
 
-def _stream(opened: delivery.OpenBundle, start: int, stop: int) -> Iterator[bytes]:
+def _stream(opened: delivery.OpenBundle, start: int, stop: int, link: DownloadLink) -> Iterator[bytes]:
+    link_id, export_id = link.id, link.export_id
+    tenant_id, request_id = link.export.request.tenant_id, link.export.request_id
     db.session.remove()  # hold no database connection while the bytes flow
-    yield from opened.chunks(start, stop)
+    digest = hashlib.sha256() if (start, stop) == (0, opened.size) else None
+    sent = 0
+    try:
+        for chunk in opened.chunks(start, stop):
+            if digest is not None:
+                digest.update(chunk)
+            yield chunk
+            sent += len(chunk)
+    except crypto.DecryptionError:
+        _late_alarm(link_id, export_id, tenant_id, request_id, "a segment failed authentication")
+        raise
+    finally:  # also when the client goes away mid-transfer (the server closes this generator)
+        if sent < stop - start:
+            links.refund_bytes(link_id, stop - start - sent)
+    if digest is not None and digest.hexdigest() != opened.sha256:
+        _late_alarm(link_id, export_id, tenant_id, request_id,
+                    "the bytes sent do not hash to the link's sha256")
+
+
+def _late_alarm(link_id: int, export_id: int, tenant_id: int, request_id: int, problem: str) -> None:
+    """Integrity failure found while streaming: the client sees a cut transfer; legal sees this."""
+    with db.transaction():
+        audit.record("alarm.bundle_integrity", actor=audit.SYSTEM, tenant_id=tenant_id,
+                     request_id=request_id, subject=("export", export_id),
+                     data={"link_id": link_id, "problem": problem})
 
 
 def _requested_range(opened: delivery.OpenBundle) -> tuple[int, int] | str | None:  # noqa: PLR0911

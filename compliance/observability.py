@@ -28,7 +28,7 @@ from compliance import db, queues
 from compliance.auth import public
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-DOWNLOAD_TOKEN = re.compile(r"/d/(?!link-)[^/\s?\"']+")
+DOWNLOAD_TOKEN = re.compile(r"/d/(?!link-(?:\d+|None)(?:/|$))[^/]*")
 SECRET_WORDS = ("password", "secret", "token", "authorization", "api_key", "key", "cookie")
 
 HTTP_REQUESTS = Counter("offboard_http_requests_total", "HTTP requests answered",
@@ -138,7 +138,8 @@ def _finish(response: Response) -> Response:
     principal = g.get("principal")
     path = request.path
     if request.blueprint == "download":  # the path holds the token: log the link id instead
-        path = DOWNLOAD_TOKEN.sub(f"/d/link-{g.get('link_id')}", path)
+        suffix = "/bundle.zip" if request.endpoint == "download.bundle" else ""
+        path = f"/d/link-{g.get('link_id')}{suffix}"
     log.info("http_request", method=request.method, path=path, endpoint=endpoint,
              status=response.status_code, duration_ms=round(elapsed * 1000, 2),
              actor=principal.actor if principal else None)

@@ -7,18 +7,20 @@ sha256, so a server can refuse a swapped or altered object before sending a byte
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from compliance import config
+from compliance import config, queues
 from compliance.models import Export
 from exporters import crypto, keys
 from exporters.storage import Storage, open_storage
 
 INFO_VERSION = 1
+VERIFIED_FOR = 7 * 24 * 3600  # seconds a checked object version stays trusted
 
 
 class BundleGone(Exception):
@@ -46,6 +48,26 @@ class OpenBundle:
     key: bytes
     size: int  # of the plaintext ZIP
     sha256: str
+
+    def verify(self) -> None:
+        """Decrypt the whole object and check it hashes to the sha256 the link was issued for.
+
+        Costly, so the result is remembered for this version of the object (its storage
+        fingerprint): a replaced or rewritten object is checked again before it is served.
+        """
+        remembered = f"offboard:verified:{self.name}:{self.storage.fingerprint(self.name)}"
+        connection = queues.connection()
+        if connection.get(remembered) == self.sha256.encode():
+            return
+        digest = hashlib.sha256()
+        try:
+            for chunk in self.chunks(0, self.size):
+                digest.update(chunk)
+        except crypto.DecryptionError as error:
+            raise BundleTampered(f"{self.name} fails authentication") from error
+        if digest.hexdigest() != self.sha256:
+            raise BundleTampered(f"{self.name} does not hash to the link's sha256")
+        connection.set(remembered, self.sha256, ex=VERIFIED_FOR)
 
     def chunks(self, start: int, stop: int) -> Iterator[bytes]:
         """Plaintext bytes [start, stop), reading only the segments that hold them."""

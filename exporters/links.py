@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import struct
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ DEFAULT_LIFETIME = timedelta(days=7)
 MAX_LIFETIME = timedelta(days=30)
 CLOCK_SKEW = timedelta(minutes=1)
 PAYLOAD = struct.Struct(">QQ16s")  # link id, issued (unix seconds), nonce
+URLSAFE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class LinkError(Exception):
@@ -81,16 +83,31 @@ def resolve(token: str) -> DownloadLink:
     return link
 
 
-def claim_download(link: DownloadLink) -> None:
-    """Count one download, atomically: with quota N and any concurrency, exactly N succeed."""
+def claim_download(link: DownloadLink, length: int, bundle_size: int, *, counts: bool) -> None:
+    """Charge a transfer to the link in one atomic conditional update: a whole download uses
+    one of the quota (with N left and any concurrency, exactly N succeed), and every byte
+    sent, resumes included, comes out of a budget of the quota's worth of bytes: a resume
+    finishes an interrupted download, but ranges cannot fetch the bundle without end."""
+    link_row = DownloadLink
+    conditions = [link_row.id == link.id, link_row.revoked_at.is_(None), link_row.expires_at > clock.now(),
+                  link_row.bytes_served + length <= link_row.max_downloads * max(bundle_size, 1)]
+    if counts:
+        conditions.append(link_row.downloads < link_row.max_downloads)
     result = db.session.execute(
-        update(DownloadLink)
-        .where(DownloadLink.id == link.id, DownloadLink.revoked_at.is_(None),
-               DownloadLink.expires_at > clock.now(), DownloadLink.downloads < DownloadLink.max_downloads)
-        .values(downloads=DownloadLink.downloads + 1)
+        update(link_row).where(*conditions)
+        .values(downloads=link_row.downloads + (1 if counts else 0),
+                bytes_served=link_row.bytes_served + length)
         .execution_options(synchronize_session=False))
     if result.rowcount != 1:
         raise LinkError("exhausted", gone=True, link=link)
+
+
+def refund_bytes(link_id: int, unsent: int) -> None:
+    """Give back what an interrupted transfer was charged but never sent, so its resume fits."""
+    with db.transaction():
+        db.session.execute(update(DownloadLink).where(DownloadLink.id == link_id)
+                           .values(bytes_served=DownloadLink.bytes_served - unsent)
+                           .execution_options(synchronize_session=False))
 
 
 def downloads_left(link: DownloadLink) -> int:
@@ -159,7 +176,11 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes | None:
+    """Strict: one spelling per token, so matching tokens as text (logs, deny-lists) holds."""
+    if not URLSAFE.fullmatch(text):
+        return None
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except ValueError:
         return None
+    return raw if _b64(raw) == text else None

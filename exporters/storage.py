@@ -40,6 +40,7 @@ class Storage(Protocol):
     def open(self, name: str) -> BinaryIO: ...
     def read_at(self, name: str, offset: int, length: int) -> bytes: ...
     def size(self, name: str) -> int: ...
+    def fingerprint(self, name: str) -> str: ...  # changes whenever the object is replaced
     def exists(self, name: str) -> bool: ...
     def delete(self, name: str) -> None: ...
     def delete_prefix(self, prefix: str) -> int: ...
@@ -120,6 +121,10 @@ class LocalStorage:
 
     def size(self, name: str) -> int:
         return self._path(name).stat().st_size
+
+    def fingerprint(self, name: str) -> str:
+        stat = self._path(name).stat()
+        return f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}"
 
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
@@ -214,6 +219,10 @@ class S3Storage:
 
     def size(self, name: str) -> int:
         return int(self._head(name)["ContentLength"])
+
+    def fingerprint(self, name: str) -> str:
+        head = self._head(name)
+        return f"{head['ETag'].strip(chr(34))}-{head['ContentLength']}"
 
     def delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(name))

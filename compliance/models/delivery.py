@@ -45,6 +45,7 @@ class DownloadLink(Base):
     expires_at: Mapped[datetime]
     max_downloads: Mapped[int]
     downloads: Mapped[int] = mapped_column(default=0)
+    bytes_served: Mapped[int] = mapped_column(BigInteger, default=0)  # capped: see links.claim_download
     created_by: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     revoked_at: Mapped[datetime | None]

@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-24 17:41:17.365529
+Create Date: 2026-11-24 18:05:03.565885
 
 """
 from typing import Sequence, Union
@@ -67,6 +67,7 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('max_downloads', sa.Integer(), nullable=False),
     sa.Column('downloads', sa.Integer(), nullable=False),
+    sa.Column('bytes_served', sa.BigInteger(), nullable=False),
     sa.Column('created_by', sa.String(length=120), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
