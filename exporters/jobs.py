@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 import audit
 from compliance import clock, config, db, queues, workflow
 from compliance.models import Export, ExportTask, OffboardingRequest, SourceConfig
-from exporters import bundle
+from exporters import bundle, delivery
 from exporters.sources import Scope, Source, registry
 from exporters.staging import staging_dir, write_stream
 from exporters.storage import LocalStorage, Storage, open_storage
@@ -169,6 +169,10 @@ def assemble(export_id: int) -> None:
     name = f"exports/{export_id}/bundle.zip.obx"
     storage = _storage()
     storage.publish(name, built.path)
+    with db.transaction():  # read back once now, so the first customer download does not wait
+        export = _locked_export(export_id)
+        export.bundle_name = name
+        delivery.open_bundle(export, built.sha256).verify()
     with db.transaction():
         export = _locked_export(export_id)
         if _request_status(export) != "exporting":

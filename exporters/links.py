@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import BigInteger, literal, update
 
 import audit
 from compliance import clock, config, db
@@ -90,7 +90,8 @@ def claim_download(link: DownloadLink, length: int, bundle_size: int, *, counts:
     finishes an interrupted download, but ranges cannot fetch the bundle without end."""
     link_row = DownloadLink
     conditions = [link_row.id == link.id, link_row.revoked_at.is_(None), link_row.expires_at > clock.now(),
-                  link_row.bytes_served + length <= link_row.max_downloads * max(bundle_size, 1)]
+                  link_row.bytes_served + length
+                  <= link_row.max_downloads * literal(max(bundle_size, 1), BigInteger())]  # no int32 overflow
     if counts:
         conditions.append(link_row.downloads < link_row.max_downloads)
     result = db.session.execute(
