@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from compliance import api, auth, config, db, download, observability, queues
 from compliance.config import Settings
@@ -12,6 +13,9 @@ from exporters.sources import registry
 def create_app(settings: Settings | None = None) -> Flask:
     settings = config.use(settings or config.load())
     app = Flask(__name__, instance_path=str(settings.instance_dir))
+    if settings.proxy_hops:  # the client's address (rate limits, audit) comes from the proxy's header
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops,  # type: ignore[method-assign]
+                                x_proto=settings.proxy_hops, x_host=settings.proxy_hops)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_request_bytes,

@@ -13,8 +13,9 @@ from redis.exceptions import RedisError
 from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
+import audit
 from compliance import auth, config, db, schema
-from compliance.models import ROLES, ApiKey
+from compliance.models import ROLES, ApiKey, Tenant
 
 CLI_ACTOR = "cli:" + os.environ.get("USER", "operator")
 
@@ -112,7 +113,7 @@ def create_user(email: str, name: str, role: str, password: str) -> None:
 
 @main.group()
 def keys() -> None:
-    """API keys."""
+    """API keys, encryption keys and link signing keys."""
 
 
 @keys.command(name="create")
@@ -140,6 +141,18 @@ def rotate_master() -> None:
     click.echo(f"new master key {data_keys.active_master_key(settings).key_id}; re-wrapped {count} data keys")
 
 
+@keys.command(name="rewrap")
+@_one_line_errors
+def rewrap() -> None:
+    """Re-wrap every tenant data key with the active master key (after changing OFFBOARD_MASTER_KEY)."""
+    settings = _database()
+    from exporters import keys as data_keys
+
+    with db.transaction():
+        count = data_keys.rewrap_tenant_keys(actor=CLI_ACTOR, settings=settings)
+    click.echo(f"re-wrapped {count} data keys with master key {data_keys.active_master_key(settings).key_id}")
+
+
 @keys.command(name="rotate-link-key")
 @_one_line_errors
 def rotate_link_key() -> None:
@@ -147,7 +160,10 @@ def rotate_link_key() -> None:
     config.use(_database())
     from exporters import links
 
-    click.echo(f"new link signing key {links.rotate_signing_key()}")
+    with db.transaction():
+        key_id = links.rotate_signing_key()
+        audit.record("link_key.rotated", actor=CLI_ACTOR, data={"key_id": key_id})
+    click.echo(f"new link signing key {key_id}")
 
 
 @keys.command(name="destroy-tenant")
@@ -162,6 +178,8 @@ def destroy_tenant(tenant_id: int, yes: bool) -> None:
     from exporters import keys as data_keys
 
     with db.transaction():
+        if db.session.get(Tenant, tenant_id) is None:
+            raise LookupError(f"tenant {tenant_id} not found")
         count = data_keys.destroy_tenant_keys(tenant_id, actor=CLI_ACTOR)
     click.echo(f"destroyed {count} data keys of tenant {tenant_id}")
 

@@ -36,6 +36,7 @@ class Settings:
     max_request_bytes: int
     batch_rows: int
     pull_retry_intervals: tuple[int, ...]
+    proxy_hops: int  # trusted reverse proxies in front: their X-Forwarded-For gives the client
 
     @property
     def embedded_redis_path(self) -> Path:
@@ -64,6 +65,7 @@ def load(environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
         max_request_bytes=_positive_int(env_vars, "OFFBOARD_MAX_REQUEST_BYTES", 1024 * 1024),
         batch_rows=_positive_int(env_vars, "OFFBOARD_BATCH_ROWS", 50_000),
         pull_retry_intervals=_intervals(env_vars.get("OFFBOARD_PULL_RETRY_INTERVALS", "10,60,300")),
+        proxy_hops=_count(env_vars, "OFFBOARD_PROXY_HOPS"),
     )
 
 
@@ -116,6 +118,13 @@ def _intervals(raw: str) -> tuple[int, ...]:
     if not all(part.isdigit() for part in parts):
         raise ConfigError(f"OFFBOARD_PULL_RETRY_INTERVALS must be seconds like 10,60,300, not {raw!r}")
     return tuple(int(part) for part in parts)
+
+
+def _count(env_vars: os._Environ[str] | dict[str, str], name: str) -> int:
+    raw = env_vars.get(name, "0")
+    if not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}")
+    return int(raw)
 
 
 def _positive_int(env_vars: os._Environ[str] | dict[str, str], name: str, default: int) -> int:

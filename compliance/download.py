@@ -56,6 +56,8 @@ def page(token: str) -> Response | tuple[str, int]:
         return _refuse("download.page", "deleted", True, link)
     except delivery.BundleTampered:
         return _alarm("download.page", link)
+    except delivery.BundleUnavailable:
+        return _unavailable("download.page", link)
     _attempt("download.page", "ok", link)
     export, tenant = link.export, link.export.request.tenant
     return render_template(
@@ -77,6 +79,8 @@ def bundle(token: str) -> Response | tuple[str, int]:  # noqa: PLR0911 -- one re
         return _refuse(action, "deleted", True, link)
     except delivery.BundleTampered:
         return _alarm(action, link)
+    except delivery.BundleUnavailable:
+        return _unavailable(action, link)
     span = _requested_range(opened)
     if span == "unsatisfiable":
         _attempt(action, "range_not_satisfiable", link)
@@ -205,6 +209,14 @@ def _alarm(action: str, link: DownloadLink) -> tuple[str, int]:
     return render_template("download/refused.html", heading="This file cannot be served right now",
                            explanation="It failed an integrity check, so nothing was sent. We have been "
                                        "alerted and will send a new link.", contact=None), 503
+
+
+def _unavailable(action: str, link: DownloadLink) -> tuple[str, int]:
+    db.session.rollback()
+    _attempt(action, "unavailable", link)
+    return render_template("download/refused.html", heading="This file cannot be served right now",
+                           explanation="Please try again later; if it keeps failing, ask for help.",
+                           contact=link.export.request.owner), 503
 
 
 def _private_answers(response: Response) -> Response:

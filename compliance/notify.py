@@ -22,6 +22,7 @@ from compliance.models import OutboxMessage
 
 SENDER = "Offboard <no-reply@offboard.invalid>"
 BATCH = 100
+MAX_ATTEMPTS = 5
 
 
 def send(kind: str, *, recipient: str, subject: str, body: str, actor: str,
@@ -46,8 +47,17 @@ def deliver_pending() -> int:
             .order_by(OutboxMessage.id).limit(BATCH).with_for_update(skip_locked=True)).all()
         for message in pending:
             message.attempts += 1
-            _write_eml(message)
-            message.status, message.sent_at = "sent", clock.now()
+            try:
+                _write_eml(message)
+            except OSError as error:  # this one waits for the next run; the others still go
+                message.error = f"{type(error).__name__}: {error}"[:2000]
+                if message.attempts >= MAX_ATTEMPTS:
+                    message.status = "failed"
+                    audit.record("message.failed", actor=audit.SYSTEM, tenant_id=message.tenant_id,
+                                 request_id=message.request_id, subject=("message", message.id),
+                                 data={"kind": message.kind, "error": message.error})
+                continue
+            message.status, message.sent_at, message.error = "sent", clock.now(), None
             audit.record("message.sent", actor=audit.SYSTEM, tenant_id=message.tenant_id,
                          request_id=message.request_id, subject=("message", message.id),
                          data={"kind": message.kind, "recipient": message.recipient})

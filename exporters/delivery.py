@@ -31,6 +31,10 @@ class BundleTampered(Exception):
     """The stored object is not the bundle the link was issued for."""
 
 
+class BundleUnavailable(Exception):
+    """The bundle cannot be opened now for an operational reason (e.g. its master key is missing)."""
+
+
 def seal(plain: Path, sealed: Path, *, tenant_id: int, sha256: str, actor: str) -> None:
     """Encrypt a finished ZIP for storage with the tenant's current data key."""
     version, key = keys.data_key_for(tenant_id, actor=actor)
@@ -97,6 +101,10 @@ def open_bundle(export: Export, expected_sha256: str) -> OpenBundle:
         key = keys.unwrap(export.request.tenant_id, int(info["key_version"]))
     except keys.KeyDestroyed as error:
         raise BundleGone(f"the data key of tenant {export.request.tenant_id} was destroyed") from error
+    except keys.KeyIntegrityError as error:
+        raise BundleTampered(f"the data key of tenant {export.request.tenant_id} fails its check") from error
+    except config.ConfigError as error:
+        raise BundleUnavailable(str(error)) from error
     size = storage.size(name)
     return OpenBundle(storage, name, size, key, crypto.plaintext_size(read_at, size), expected_sha256)
 

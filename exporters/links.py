@@ -2,7 +2,8 @@
 
 A token is ``<key id>.<payload>.<signature>``: HMAC-SHA256 over the link id, the
 time it was issued and a random nonce. The database keeps the link row (bundle,
-sha256, expiry, quota, count) and the nonce, never the token; signing keys live
+sha256, expiry, quota, count) and the nonce; the token itself exists only in the
+issuing answer and in the e-mail that carries it to the customer; signing keys live
 in the keys dir with ids, so a rotated key keeps verifying the links it signed.
 """
 
@@ -49,7 +50,7 @@ class Issued:
 
 def issue(export: Export, *, recipient: str, expires_in: timedelta, max_downloads: int,
           actor: str, replaces: DownloadLink | None = None) -> Issued:
-    """A new link to a ready export; the token is returned here and nowhere else."""
+    """A new link to a ready export; the token is returned here (and put in the customer's e-mail)."""
     if export.status != "ready" or export.bundle_sha256 is None:
         raise LinkError(f"export {export.id} is {export.status}, not ready", gone=False)
     if not timedelta(minutes=5) <= expires_in <= MAX_LIFETIME:

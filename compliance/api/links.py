@@ -55,7 +55,7 @@ class NewLinkOut(LinkOut):
     class Meta:
         exclude = ("history",)  # a new link has none
 
-    url = fields.String(metadata={"description": "the customer's link; shown only in this answer"})
+    url = fields.String(metadata={"description": "the customer's link: in this answer and the e-mail only"})
 
 
 class LinkList(Schema):

@@ -85,5 +85,5 @@ def test_key_rotation_and_shredding_commands(offboard, tmp_path) -> None:  # typ
     assert (tmp_path / "keys" / "links" / f"{link_key.stdout.split()[-1]}.key").exists()
     refused = offboard("keys", "destroy-tenant", "1")
     assert refused.returncode == 2 and "--yes" in refused.stderr
-    shredded = offboard("keys", "destroy-tenant", "1", "--yes")
-    assert shredded.returncode == 0 and "destroyed 0 data keys of tenant 1" in shredded.stdout
+    unknown = offboard("keys", "destroy-tenant", "1", "--yes")
+    assert unknown.returncode == 1 and unknown.stderr.strip() == "Error: tenant 1 not found"

@@ -67,3 +67,23 @@ def test_redaction_processor_hides_secret_fields() -> None:
 
     event = redact_secrets(None, "info", {"event": "x", "password": "p", "api_key": "k", "rows": 3})
     assert event == {"event": "x", "password": "[redacted]", "api_key": "[redacted]", "rows": 3}
+
+
+def test_behind_a_trusted_proxy_the_client_address_comes_from_x_forwarded_for(settings, instance_dir) -> None:  # type: ignore[no-untyped-def]
+    from flask import request as flask_request
+
+    behind = config.load({"OFFBOARD_INSTANCE_DIR": str(instance_dir), "DATABASE_URL": settings.database_url,
+                          "REDIS_URL": settings.redis_url or "", "OFFBOARD_PROXY_HOPS": "1",
+                          "LOG_LEVEL": "WARNING"})
+    try:
+        app = create_app(behind)
+        client = app.test_client()
+        seen: list[str] = []
+        app.add_url_rule("/whoami-test", "whoami_test", lambda: seen.append(flask_request.remote_addr) or "")
+        app.view_functions["whoami_test"].public = True  # type: ignore[attr-defined]
+        client.get("/whoami-test", headers={"X-Forwarded-For": "203.0.113.9"},
+                   environ_base={"REMOTE_ADDR": "10.0.0.2"})
+        assert seen == ["203.0.113.9"]
+    finally:
+        config.use(settings)
+        queues.configure(settings)
