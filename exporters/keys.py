@@ -195,7 +195,7 @@ def rotate_master_key(actor: str, settings: Settings | None = None) -> int:
     settings = settings or config.current()
     if _env_key() is not None:
         raise ConfigError(f"the master key comes from {ENV_VAR}: set a new value, keep the old key as "
-                          "a key file, then call rewrap_tenant_keys")
+                          "a key file, then run `offboard keys rewrap`")
     with _locked(settings) as directory:
         _create(directory)
     return rewrap_tenant_keys(actor=actor, settings=settings)
