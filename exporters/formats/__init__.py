@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from exporters.formats.csv import write_csv
-from exporters.formats.encoding import OutputFile
-from exporters.formats.jsonl import write_json, write_jsonl
+from exporters.formats.encoding import PLAIN, OutputFile, Storing
+from exporters.formats.jsonl import write_json, write_jsonl, write_jsonl_and_json
 from exporters.formats.parquet import write_parquet
 
 WRITERS: dict[str, Callable[..., list[OutputFile]]] = {
@@ -22,4 +22,5 @@ WRITERS: dict[str, Callable[..., list[OutputFile]]] = {
     "parquet": write_parquet,
 }
 
-__all__ = ["WRITERS", "OutputFile", "write_csv", "write_json", "write_jsonl", "write_parquet"]
+__all__ = ["PLAIN", "WRITERS", "OutputFile", "Storing", "write_csv", "write_json", "write_jsonl",
+           "write_jsonl_and_json", "write_parquet"]

@@ -38,9 +38,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from exporters.formats.encoding import (
+    PLAIN,
     FileSet,
     OutputFile,
     Sink,
+    Storing,
     base64_text,
     chunks,
     decimal_text,
@@ -48,6 +50,7 @@ from exporters.formats.encoding import (
     is_binary_like,
     is_list_like,
     is_span,
+    system_allocator,
     temporal_text,
 )
 from exporters.formats.jsonl import is_json_text, json_values
@@ -58,13 +61,13 @@ _HEADER = pacsv.WriteOptions(include_header=True, eol="\r\n", quoting_style="nee
 
 
 def write_csv(reader: pa.RecordBatchReader, dest_dir: Path, stem: str, *,
-              max_part_bytes: int = 1 << 30) -> list[OutputFile]:
+              max_part_bytes: int = 1 << 30, storing: Storing = PLAIN) -> list[OutputFile]:
     """The dataset as CSV, in parts of at most ``max_part_bytes`` (a part is larger only when
     a single row is)."""
     if max_part_bytes < 1:
         raise ValueError(f"max_part_bytes must be positive, not {max_part_bytes}")
     empty = pa.RecordBatch.from_pylist([], schema=reader.schema)
-    with FileSet(dest_dir) as files:
+    with system_allocator(), FileSet(dest_dir, storing) as files:
         parts = _Parts(files, stem, max_part_bytes, _render(csv_ready(empty), _HEADER))
         for chunk in chunks(reader):
             parts.add(csv_ready(chunk))
