@@ -1,8 +1,8 @@
 """An ``sql`` source: a tenant's rows in the tables of any database SQLAlchemy reaches.
 
-Each declared table is one dataset. A table holds the tenant's rows either directly
-(``tenant_column``) or by referring to rows of an earlier declared table that do
-(``via``), to any depth; the chain is built as nested ``IN (SELECT ...)`` subqueries
+Each table, declared or found in the schema (``sql_reflect``), is one dataset. A table holds
+the tenant's rows either directly (``tenant_column``) or by referring to rows of another
+table that do (``via``), to any depth; the chain is built as nested ``IN (SELECT ...)`` subqueries
 with SQLAlchemy Core, so no value or name is ever formatted into SQL text.
 
 For a single-person scope (``Scope.subject``) a table keeps the rows whose
@@ -62,6 +62,7 @@ from sqlalchemy.types import TypeEngine
 
 from exporters.sources.base import JSON_TEXT, Dataset, Scope, Source, SourceError, resolve_secret
 from exporters.sources.sql_config import SqlConfig, parse_via
+from exporters.sources.sql_reflect import table_specs
 from exporters.sources.sql_types import (
     ColumnPlan,
     FastPathError,
@@ -90,7 +91,7 @@ class SqlSource(Source):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        self._specs: dict[str, dict[str, Any]] = {spec["name"]: spec for spec in config["tables"]}
+        self._found: dict[str, dict[str, Any]] = {}  # the tables exported, set by _reflect
         self._engine: Engine | None = None
         self._url: URL | None = None
         self._tables: dict[str, Table] | None = None
@@ -108,6 +109,12 @@ class SqlSource(Source):
         self.close()
 
     # -- the contract --------------------------------------------------------------------
+
+    @property
+    def _specs(self) -> dict[str, dict[str, Any]]:
+        """The exported tables' specs by name: declared, or found in the schema (``reflect``)."""
+        self._reflect()
+        return self._found
 
     def check(self) -> None:
         self._tables = None  # look again: the database may have changed since
@@ -327,37 +334,26 @@ class SqlSource(Source):
         return self._engine
 
     def _reflect(self) -> dict[str, Table]:
-        """The declared tables as the database describes them, every named column checked."""
+        """The exported tables as the database describes them, every named column checked."""
         if self._tables is not None:
             return self._tables
         schema = self.config.get("schema")
         with self._errors("connecting"), self._get_engine().connect() as conn:
             inspector = inspect(conn)
+            specs = table_specs(self.config, inspector)
             columns = {name: {column["name"] for column in inspector.get_columns(name, schema)}
-                       for name in self._specs if inspector.has_table(name, schema)}
-            problems = self._missing(columns)
+                       for name in specs if inspector.has_table(name, schema)}
+            problems = _missing(specs, columns)
             if problems:
                 where = f" in schema {schema!r}" if schema else ""
                 raise SourceError(f"the database at {self._shown_url()} does not match the "
                                   f"source's tables{where}: {'; '.join(problems)}")
             metadata = MetaData(schema=schema)  # one, so keys between declared tables resolve
             self._tables = {name: Table(name, metadata, autoload_with=conn, resolve_fks=False)
-                            for name in self._specs}
+                            for name in specs}
+            self._found = specs
         return self._tables
 
-    def _missing(self, columns: dict[str, set[str]]) -> list[str]:
-        problems = []
-        for name, spec in self._specs.items():
-            if name not in columns:
-                problems.append(f"table {name!r} does not exist")
-                continue
-            wanted = [(name, spec.get("tenant_column")), (name, spec.get("subject_column"))]
-            if "via" in spec:
-                column, parent, parent_column = parse_via(spec["via"])
-                wanted += [(name, column), (parent, parent_column)]
-            problems += [f"table {table!r} has no column {column!r}" for table, column in wanted
-                         if column and table in columns and column not in columns[table]]
-        return list(dict.fromkeys(problems))
 
     def _table(self, name: str) -> Table:
         tables = self._reflect()
@@ -393,6 +389,22 @@ class SqlSource(Source):
             yield
         except SQLAlchemyError as error:
             raise self._failure(doing, error) from error
+
+
+def _missing(specs: dict[str, dict[str, Any]], columns: dict[str, set[str]]) -> list[str]:
+    """Every table and column the specs name that the database lacks, in words."""
+    problems = []
+    for name, spec in specs.items():
+        if name not in columns:
+            problems.append(f"table {name!r} does not exist")
+            continue
+        wanted = [(name, spec.get("tenant_column")), (name, spec.get("subject_column"))]
+        if "via" in spec:
+            column, parent, parent_column = parse_via(spec["via"])
+            wanted += [(name, column), (parent, parent_column)]
+        problems += [f"table {table!r} has no column {column!r}" for table, column in wanted
+                     if column and table in columns and column not in columns[table]]
+    return list(dict.fromkeys(problems))
 
 
 def _on_connect(engine: Engine) -> Any:

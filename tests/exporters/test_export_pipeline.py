@@ -23,6 +23,7 @@ from pypdf import PdfReader
 from compliance import config, db
 from compliance.models import Export, OffboardingRequest, SourceConfig, Tenant
 from exporters import crypto, delivery, keys
+from exporters.sources.sql import SqlSource
 from exporters.storage import LocalStorage
 
 TENANT = "acme-7"
@@ -130,7 +131,7 @@ def test_export_runs_end_to_end_and_every_file_matches(client, as_role, work, sy
     assert started.status_code == 202, started.get_json()
     work()
     export = client.get(f"/api/v1/exports/{started.get_json()['id']}", headers=headers).get_json()
-    assert export["status"] == "ready", export
+    assert export["status"] == "ready", (export["error"], export["tasks"])
     assert {t["status"] for t in export["tasks"]} == {"done"}
     assert db.session.get(OffboardingRequest, request_id).status == "export_ready"
 
@@ -183,7 +184,7 @@ def test_a_failing_dataset_fails_the_export_in_words_and_retry_reruns_only_it(
     assert client.post(f"/api/v1/exports/{export_id}/retry", headers=headers).status_code == 202
     work()
     export = client.get(f"/api/v1/exports/{export_id}", headers=headers).get_json()
-    assert export["status"] == "ready", export
+    assert export["status"] == "ready", (export["error"], export["tasks"])
     assert {t["id"]: t["finished_at"] for t in export["tasks"] if t["id"] in done_before} == done_before
     assert db.session.get(OffboardingRequest, request_id).status == "export_ready"
 
@@ -201,13 +202,15 @@ def test_a_source_that_cannot_list_fails_planning_and_retry_plans_again(
     assert export.status == "failed" and "source sql-src" in export.error and "no_such_table" in export.error
 
     source = db.session.query(SourceConfig).filter_by(kind="sql").one()
-    source.config = {**source.config, "tables": [
-        {"name": "accounts", "tenant_column": "tenant", "category": "account"},
-        {"name": "posts", "via": "account_id -> accounts.id", "category": "content"}]}
+    # Fixed by finding the tables instead of declaring them: posts through their foreign key.
+    source.config = SqlSource.validate({"url": source.config["url"], "reflect": {
+        "tenant_column": "tenant", "categories": {"accounts": "account"}}})
     db.session.commit()
     assert client.post(f"/api/v1/exports/{export_id}/retry", headers=headers).status_code == 202
     work()
-    assert client.get(f"/api/v1/exports/{export_id}", headers=headers).get_json()["status"] == "ready"
+    export = client.get(f"/api/v1/exports/{export_id}", headers=headers).get_json()
+    assert export["status"] == "ready", (export["error"], export["tasks"])
+    assert {t["dataset"] for t in export["tasks"] if t["source"] == "sql-src"} == {"accounts", "posts"}
 
 
 def test_start_export_needs_an_approved_request(client, as_role, systems) -> None:  # type: ignore[no-untyped-def]
@@ -266,7 +269,7 @@ def test_planning_fails_whole_when_a_later_source_cannot_list(client, as_role, w
     assert client.post(f"/api/v1/exports/{export_id}/retry", headers=headers).status_code == 202
     work()
     export = client.get(f"/api/v1/exports/{export_id}", headers=headers).get_json()
-    assert export["status"] == "ready"
+    assert export["status"] == "ready", (export["error"], export["tasks"])
     assert {t["source"] for t in export["tasks"]} == {"sql-src", "http-src", "files-src", "demo-src"}
 
 
@@ -324,7 +327,7 @@ def test_bundle_in_s3_storage_is_sealed_and_served_by_range(client, as_role, wor
                               headers=headers)
         work()
         export = client.get(f"/api/v1/exports/{started.get_json()['id']}", headers=headers).get_json()
-        assert export["status"] == "ready"
+        assert export["status"] == "ready", (export["error"], export["tasks"])
         stored = open_storage(f"s3://{bucket}/bundles")
         sealed = stored.read_at(f"exports/{export['id']}/bundle.zip.obx", 0, 64)
         assert sealed.startswith(b"OBX1") and b"PK\x03\x04" not in sealed

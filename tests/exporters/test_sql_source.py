@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from marshmallow import ValidationError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import IntegrityError
 
@@ -185,8 +186,13 @@ def db(tmp_path: Any) -> Iterator[Db]:
 def make_source(db: Db) -> Iterator[Callable[..., SqlSource]]:
     made: list[SqlSource] = []
 
-    def make(tables: list[dict[str, Any]] = CHAIN, url: str | None = None) -> SqlSource:
-        config: dict[str, Any] = {"url": url or db.url, "tables": tables}
+    def make(tables: list[dict[str, Any]] | None = CHAIN, url: str | None = None,
+             reflect: dict[str, Any] | None = None) -> SqlSource:
+        config: dict[str, Any] = {"url": url or db.url}
+        if tables is not None:
+            config["tables"] = tables
+        if reflect is not None:
+            config["reflect"] = reflect
         if db.schema:
             config["schema"] = db.schema
         source = SqlSource(SqlSource.validate(config))
@@ -379,6 +385,84 @@ def test_tenant_value_takes_the_column_type(make_source: Callable[..., SqlSource
     assert _ids(source, "accounts", Scope("2")) == [2]
     with pytest.raises(SourceError, match=r"accounts\.id"):
         source.count(Scope("two"))
+
+
+# -- reflect -------------------------------------------------------------------------------
+
+FOUND = [("accounts", "tenant_column", "tenant_id"), ("likes", "tenant_column", "tenant_id"),
+         ("typed", "tenant_column", "tenant_id"), ("posts", "via", "account_id -> accounts.id"),
+         ("comments", "via", "post_id -> posts.id")]
+
+
+def _found(source: SqlSource) -> list[tuple[str, str, str]]:
+    return [(dataset.name, *next((key, spec[key]) for key in ("tenant_column", "via")
+                                 if key in spec))
+            for dataset in source.datasets(ACME) for spec in [source._specs[dataset.name]]]
+
+
+def test_reflect_finds_the_tenant_tables_and_their_children(
+        make_source: Callable[..., SqlSource], db: Db) -> None:
+    source = make_source(None, reflect={"tenant_column": "tenant_id", "subject_column": "email",
+                                        "categories": {"accounts": "account"}})
+    assert _found(source) == FOUND  # parents before the children found through them
+    assert [(d.name, d.category) for d in source.datasets(ACME)] == [
+        ("accounts", "account"), ("likes", "content"), ("typed", "content"),
+        ("posts", "content"), ("comments", "content")]
+    declared = make_source()
+    for name in ("accounts", "posts", "comments", "typed"):
+        assert _rows(source, name) == _rows(declared, name)
+    assert _ids(source, "comments", GLOBEX) == [105, 106]
+    assert _ids(source, "posts", Scope("acme", BOB)) == [12]  # the subject column was found
+
+    removed = source.erase(ACME)  # children first: no foreign key refuses a delete
+    assert removed == {"accounts": 2, "likes": 1, "typed": 2, "posts": 3, "comments": 5}
+    assert set(source.count(ACME).values()) == {0}
+    assert source.count(GLOBEX) == {"accounts": 2, "likes": 1, "typed": 1, "posts": 2,
+                                    "comments": 2}
+    assert db.ids("comments") == [105, 106]
+
+
+def test_reflect_with_declared_tables_excludes_and_no_keys(
+        make_source: Callable[..., SqlSource]) -> None:
+    comments = {"name": "comments", "category": "usage", "via": "post_id -> posts.id",
+                "subject_column": "author_email"}
+    source = make_source([comments], reflect={"tenant_column": "tenant_id",
+                                              "exclude": ["likes", "typed"]})
+    assert [name for name, *_ in _found(source)] == ["accounts", "posts", "comments"]
+    assert source._specs["comments"] == comments  # declared takes the found one's place
+    assert _ids(source, "comments", Scope("acme", BOB)) == [100, 103]
+
+    direct = make_source(None, reflect={"tenant_column": "tenant_id",
+                                        "follow_foreign_keys": False})
+    assert [name for name, *_ in _found(direct)] == ["accounts", "likes", "typed"]
+
+
+@pytest.mark.parametrize(("tables", "reflect", "message"), [
+    (None, {"tenant_column": "org_id"}, "reflect found no table with the column 'org_id'"),
+    ([{"name": "accounts", "via": "id -> comments.post_id"}], {"tenant_column": "tenant_id"},
+     "the references form a cycle: accounts -> comments -> posts -> accounts"),
+    ([{"name": "extra", "via": "id -> ghosts.id"}], {"tenant_column": "tenant_id"},
+     "table 'extra' refers to 'ghosts', which is neither declared nor found by reflect"),
+])
+def test_reflect_names_what_cannot_be_resolved(make_source: Callable[..., SqlSource],
+                                               tables: list[dict[str, Any]] | None,
+                                               reflect: dict[str, Any], message: str) -> None:
+    with pytest.raises(SourceError) as caught:
+        make_source(tables, reflect=reflect).check()
+    assert message in str(caught.value)
+
+
+def test_reflect_config_is_validated() -> None:
+    with pytest.raises(ValidationError) as caught:
+        SqlSource.validate({"url": "sqlite://"})
+    assert caught.value.messages == {"tables": ["give tables, reflect, or both"]}
+    with pytest.raises(ValidationError) as caught:
+        SqlSource.validate({"url": "sqlite://", "reflect": {
+            "tenant_column": "t", "categories": {"a": "nope"}, "exclude": ["x y"]}})
+    assert set(caught.value.messages["reflect"]) == {"categories", "exclude"}
+    with pytest.raises(ValidationError, match="declared twice"):
+        SqlSource.validate({"url": "sqlite://", "reflect": {"tenant_column": "t"},
+                            "tables": [{"name": "a", "tenant_column": "t"}] * 2})
 
 
 # -- erase and count -----------------------------------------------------------------------
