@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; a test never downloads a browser
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+KEY_LINE = re.compile(r"^\s+(ob_[0-9a-f]{12}_[A-Za-z0-9_-]{43})\s*$")
+DEMO_TENANT_ID = 1
 
 
 def free_port() -> int:
@@ -45,3 +61,137 @@ def service_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         admin.dispose()
 
 
+
+class Service:
+    """The service in a subprocess (``python -m compliance.cli run``), its output collected by
+    a thread, and the API calls a CSM makes on it with the bootstrap admin key."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.base = f"http://127.0.0.1:{env['PORT']}"
+        self.process = subprocess.Popen([sys.executable, "-m", "compliance.cli", "run"], env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._pump = threading.Thread(target=self._read, daemon=True)
+        self._pump.start()
+        self._key: str | None = None
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def key(self) -> str | None:
+        """The bootstrap admin key, if the service printed one."""
+        return next((m.group(1) for line in self.lines if (m := KEY_LINE.match(line))), None)
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+             key: str | None = None) -> tuple[int, dict[str, Any]]:
+        """One JSON call: status and the decoded answer."""
+        request = urllib.request.Request(f"{self.base}{path}", method=method,
+                                         data=json.dumps(body).encode() if body else None)
+        request.add_header("Content-Type", "application/json")
+        if key:
+            request.add_header("Authorization", f"Bearer {key}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        """A call on ``/api/v1`` with the bootstrap admin key."""
+        return self.call(method, f"/api/v1{path}", body, key=self.admin_key())
+
+    def admin_key(self) -> str:
+        """The key printed once at first start, when the service answers its health check."""
+        deadline = time.monotonic() + 60
+        while self._key is None and time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output
+            try:
+                status, _ = self.call("GET", "/healthz")
+            except OSError:
+                status = None
+            key = self.key()
+            if status == 200 and key:
+                self._key = key
+            else:
+                time.sleep(0.2)
+        if self._key is None:
+            raise AssertionError("the service did not come up with an admin key:\n" + self.output)
+        return self._key
+
+    def ready_export(self) -> dict[str, Any]:
+        """An offboarding request of the demo tenant, approved and exported: the export."""
+        status, request = self.api("POST", "/requests", {
+            "tenant_id": DEMO_TENANT_ID, "requested_by": "cfo@demo-customer.example", "channel": "email",
+            "churn_reason": "price"})
+        assert status == 201, request
+        for action in ("acknowledge", "approve"):
+            status, answer = self.api("POST", f"/requests/{request['id']}/{action}")
+            assert status == 200, answer
+        status, export = self.api("POST", f"/requests/{request['id']}/exports", {})
+        assert status == 202, export
+        deadline = time.monotonic() + 60
+        while export["status"] not in ("ready", "failed") and time.monotonic() < deadline:
+            time.sleep(0.3)
+            status, export = self.api("GET", f"/exports/{export['id']}")
+            assert status == 200, export
+        assert export["status"] == "ready", export
+        return export
+
+    def issue(self, export_id: int, max_downloads: int = 5) -> tuple[int, str, str]:
+        """A new link: (link id, token, the customer's page URL on this service)."""
+        status, link = self.api("POST", f"/exports/{export_id}/links", {
+            "recipient": "it@demo-customer.example", "max_downloads": max_downloads})
+        assert status == 201, link
+        token = link["url"].rsplit("/d/", 1)[1]
+        return link["id"], token, f"{self.base}/d/{token}"
+
+    def link_row(self, export_id: int, link_id: int) -> dict[str, Any]:
+        """The link as the API lists it, with its download history."""
+        status, listed = self.api("GET", f"/exports/{export_id}/links")
+        assert status == 200, listed
+        return next(item for item in listed["items"] if item["id"] == link_id)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(timeout=30)
+        self._pump.join(timeout=5)
+        return code
+
+
+@pytest.fixture
+def start_service(service_env: dict[str, str]) -> Iterator[Callable[[], Service]]:
+    """Starts ``offboard run`` on the private data when called; stops what is still running."""
+    started: list[Service] = []
+
+    def start() -> Service:
+        started.append(Service(service_env))
+        return started[-1]
+
+    yield start
+    for running in started:
+        if running.process.poll() is None:
+            assert running.stop() == 0, running.output
+
+
+@pytest.fixture
+def service(start_service: Callable[[], Service]) -> Service:
+    return start_service()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium driven by Playwright; CI installs it, elsewhere its absence skips."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package")
+        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
