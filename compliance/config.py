@@ -7,10 +7,13 @@ checkout run with no services; production sets real URLs and a real secret.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ENVIRONMENTS = ("development", "test", "production")
 # Secrets that appear in docs and examples; production must never run with one.
@@ -37,6 +40,7 @@ class Settings:
     batch_rows: int
     pull_retry_intervals: tuple[int, ...]
     proxy_hops: int  # trusted reverse proxies in front: their X-Forwarded-For gives the client
+    audit_origin: str  # the audit log's name in its signed checkpoints
 
     @property
     def embedded_redis_path(self) -> Path:
@@ -52,6 +56,7 @@ def load(environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
     instance_dir = Path(env_vars.get("OFFBOARD_INSTANCE_DIR", "instance")).resolve()
     keys_dir = Path(env_vars.get("OFFBOARD_KEYS_DIR", str(instance_dir / "keys"))).resolve()
     port = env_vars.get("PORT", "8000")
+    public_url = env_vars.get("OFFBOARD_PUBLIC_URL", f"http://localhost:{port}").rstrip("/")
     return Settings(
         env=env,
         instance_dir=instance_dir,
@@ -60,13 +65,22 @@ def load(environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
         storage=env_vars.get("OFFBOARD_STORAGE") or str(instance_dir / "bundles"),
         keys_dir=keys_dir,
         secret_key=_secret_key(env, env_vars.get("OFFBOARD_SECRET_KEY"), keys_dir),
-        public_url=env_vars.get("OFFBOARD_PUBLIC_URL", f"http://localhost:{port}").rstrip("/"),
+        public_url=public_url,
         log_level=env_vars.get("LOG_LEVEL", "INFO").upper(),
         max_request_bytes=_positive_int(env_vars, "OFFBOARD_MAX_REQUEST_BYTES", 1024 * 1024),
         batch_rows=_positive_int(env_vars, "OFFBOARD_BATCH_ROWS", 50_000),
         pull_retry_intervals=_intervals(env_vars.get("OFFBOARD_PULL_RETRY_INTERVALS", "10,60,300")),
         proxy_hops=_count(env_vars, "OFFBOARD_PROXY_HOPS"),
+        audit_origin=_origin(env_vars.get("OFFBOARD_AUDIT_ORIGIN") or f"{urlsplit(public_url).netloc}/audit"),
     )
+
+
+def _origin(value: str) -> str:
+    """A signed-note key name: printable, no space and no '+' (the C2SP signed-note rules)."""
+    if not value or len(value) > 200 or any(c.isspace() or c == "+" or not c.isprintable() for c in value):
+        raise ConfigError(f"OFFBOARD_AUDIT_ORIGIN must be 1-200 printable characters without spaces "
+                          f"or '+', not {value!r}")
+    return value
 
 
 _current: Settings | None = None
@@ -89,6 +103,29 @@ def ensure_private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.chmod(0o700)
     return path
+
+
+@contextlib.contextmanager
+def locked_private_dir(path: Path) -> Iterator[Path]:
+    """``path`` (and its parent) made private and held exclusively, so two processes never
+    both create or rotate a key in it."""
+    ensure_private_dir(path.parent)
+    ensure_private_dir(path)
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def fsync_path(path: Path) -> None:
+    """Make a file's content, or a directory's entries, durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_private_file(path: Path, content: str) -> None:

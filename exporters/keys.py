@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fcntl
 import hashlib
 import os
 import re
 import secrets
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,38 +124,18 @@ def _file_active(settings: Settings) -> MasterKey | None:
     return key
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _locked(settings: Settings) -> Iterator[Path]:
-    """The master key directory, held exclusively so two workers never both generate a key."""
-    config.ensure_private_dir(settings.keys_dir)
-    directory = config.ensure_private_dir(_master_dir(settings))
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield directory
-    finally:
-        os.close(fd)
-
 
 def _create(directory: Path) -> MasterKey:
     """A new key file, made durable before anything is wrapped with it, then named active."""
     key = os.urandom(KEY_SIZE)
     master = MasterKey(key_id_of(key), key)
     config.write_private_file(directory / f"{master.key_id}.key", base64.b64encode(key).decode() + "\n")
-    _fsync(directory / f"{master.key_id}.key")
+    config.fsync_path(directory / f"{master.key_id}.key")
     pending = directory / f".active-{secrets.token_hex(4)}"
     config.write_private_file(pending, master.key_id + "\n")
-    _fsync(pending)
+    config.fsync_path(pending)
     os.replace(pending, directory / "active")
-    _fsync(directory)
+    config.fsync_path(directory)
     return master
 
 
@@ -171,7 +148,7 @@ def active_master_key(settings: Settings | None = None) -> MasterKey:
     if settings.env == "production":
         raise ConfigError(f"no master key: set {ENV_VAR} or provision {_master_dir(settings)}; "
                           "production never generates one")
-    with _locked(settings) as directory:
+    with config.locked_private_dir(_master_dir(settings)) as directory:
         return _file_active(settings) or _create(directory)  # another worker may have won the lock
 
 
@@ -196,7 +173,7 @@ def rotate_master_key(actor: str, settings: Settings | None = None) -> int:
     if _env_key() is not None:
         raise ConfigError(f"the master key comes from {ENV_VAR}: set a new value, keep the old key as "
                           "a key file, then run `offboard keys rewrap`")
-    with _locked(settings) as directory:
+    with config.locked_private_dir(_master_dir(settings)) as directory:
         _create(directory)
     return rewrap_tenant_keys(actor=actor, settings=settings)
 

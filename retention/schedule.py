@@ -5,6 +5,7 @@ Every job here is idempotent, so a missed or doubled run does no harm.
 
 from rq import cron
 
+from audit import checkpoints
 from compliance import notify, workflow
 from exporters import reconcile
 
@@ -12,3 +13,4 @@ cron.register(workflow.flag_missed_deadlines, queue_name="default", cron="*/5 * 
               name="flag-missed-deadlines")
 cron.register(reconcile.reconcile, queue_name="default", cron="* * * * *", name="reconcile-exports")
 cron.register(notify.deliver_pending, queue_name="default", cron="* * * * *", name="deliver-outbox")
+cron.register(checkpoints.scheduled, queue_name="default", cron="* * * * *", name="audit-checkpoint")

@@ -12,7 +12,7 @@ from werkzeug.exceptions import NotFound, default_exceptions
 from werkzeug.routing import IntegerConverter, ValidationError
 
 from compliance import auth, workflow
-from compliance.api import exports, keys, links, requests, sources, tenants
+from compliance.api import audit, certificates, exports, keys, links, requests, sources, tenants
 
 MAX_ID = 2**63 - 1
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -54,11 +54,12 @@ def init_app(app: Flask) -> None:
     api = Api(app)
     id_schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     api.register_converter(IdConverter, lambda _converter: id_schema)
-    for module in (tenants, sources, requests, exports, links, keys):
+    for module in (tenants, sources, requests, exports, links, keys, audit, certificates):
         api.register_blueprint(module.blp)
     assets = Blueprint("api_docs_assets", __name__, static_folder=swagger_ui_bundle.swagger_ui_path,
                        static_url_path="/api/docs/assets")
     app.register_blueprint(assets)
+    app.add_url_rule("/.well-known/offboard/keys", "audit_keys", audit.published_keys)
     for endpoint in ("api-docs.openapi_json", "api-docs.openapi_swagger_ui", "api_docs_assets.static"):
         auth.public_endpoint(app, endpoint)
     app.before_request(_require_json_body)

@@ -1,6 +1,14 @@
 """Every table of the service; import models from here."""
 
-from compliance.models.audit import AuditEvent
+from compliance.models.audit import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditLeaf,
+    AuditLogHead,
+    AuditNode,
+    AuditQueue,
+    DeletionCertificate,
+)
 from compliance.models.auth import ROLES, ApiKey, IdempotencyRecord, User
 from compliance.models.delivery import DownloadLink, OutboxMessage, TenantKey
 from compliance.models.requests import (
@@ -22,7 +30,13 @@ __all__ = [
     "ROLES",
     "VALUE_TIERS",
     "ApiKey",
+    "AuditCheckpoint",
     "AuditEvent",
+    "AuditLeaf",
+    "AuditLogHead",
+    "AuditNode",
+    "AuditQueue",
+    "DeletionCertificate",
     "DownloadLink",
     "Export",
     "ExportTask",
