@@ -5,8 +5,8 @@ The PDF is a rendering of the signed payload, never a second source: every line 
 envelope as issued. It is deterministic (the creation date is the issue time, fpdf2 derives the
 file /ID from the content), so the same certificate always gives the same bytes.
 
-Fonts as in the bundle report (``exporters/formats/pdf.py``): DejaVu Sans / Sans Mono when found
-in a usual system font directory, else the core fonts with non-latin-1 characters as ``?``.
+Fonts, pages and tables as in the bundle report, from ``compliance/typeset.py``: DejaVu Sans / Sans
+Mono when found in a usual system font directory, else the core fonts with non-latin-1 characters as ``?``.
 """
 
 from __future__ import annotations
@@ -14,23 +14,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
-
-from fpdf import FPDF, FontFace
 
 from audit import keys, notes
 from compliance import config
 from compliance.models import DeletionCertificate
+from compliance.typeset import Document
 
-FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu-sans-fonts",
-             "/usr/share/fonts/dejavu-sans-mono-fonts", "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF",
-             "/usr/share/fonts/truetype", "/usr/local/share/fonts", "/opt/homebrew/share/fonts",
-             "/Library/Fonts")
-FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf", "mono": "DejaVuSansMono.ttf"}
 KIND_TITLES = {"primary": "Primary systems (the purge 90 days after closure)",
                "backups": "Backups (the purge within 12 months after closure)"}
 STATUS_TITLES = {"erased": "Erased: every system in scope was erased",
@@ -44,55 +35,14 @@ def render_pdf(certificate: DeletionCertificate) -> bytes:
     payload = json.loads(base64.b64decode(envelope["payload"]))
     settings = config.current()
     public = keys.public_keys(settings).get(certificate.key_id)
-    return bytes(_Certificate(payload, public, settings.public_url, _find_fonts()).render())
+    return bytes(_Certificate(payload, public, settings.public_url).render())
 
 
-@cache
-def _find_fonts() -> dict[str, Path] | None:
-    for directory in map(Path, FONT_DIRS):
-        found = {style: directory / name for style, name in FONT_FILES.items()
-                 if (directory / name).is_file()}
-        if "" in found and "mono" in found:
-            return found
-    return None
-
-
-class _Certificate(FPDF):
-    def __init__(self, payload: dict[str, Any], public: bytes | None, public_url: str,
-                 fonts: dict[str, Path] | None) -> None:
-        super().__init__(format="A4")
+class _Certificate(Document):
+    def __init__(self, payload: dict[str, Any], public: bytes | None, public_url: str) -> None:
+        name = f"Deletion certificate {payload['certificate_id']}"  # the title and every page's footer
+        super().__init__(name, datetime.fromisoformat(payload["issued_at"]), name)
         self.payload, self.public, self.public_url = payload, public, public_url
-        self.set_creation_date(datetime.fromisoformat(payload["issued_at"]).astimezone(UTC))
-        self.set_producer("Offboard")
-        self.set_author("Offboard")
-        self.set_margins(15, 15, 15)
-        self.set_auto_page_break(True, margin=18)
-        self.alias_nb_pages()
-        if fonts is None:
-            self.sans, self.mono = "helvetica", "courier"
-        else:
-            self.sans, self.mono = "sans", "mono"
-            self.add_font(self.sans, "", fonts[""])
-            self.add_font(self.sans, "B", fonts.get("B", fonts[""]))
-            self.add_font(self.mono, "", fonts["mono"])
-        self.set_title(f"Deletion certificate {payload['certificate_id']}")
-
-    def text(self, value: object, family: str | None = None) -> str:
-        """``value`` as text, every character the font cannot draw replaced by ``?``."""
-        value, family = "-" if value is None else str(value), family or self.sans
-        if family in ("helvetica", "courier"):
-            return value.encode("latin-1", "replace").decode("latin-1")
-        cmap = self.fonts[family].cmap
-        return "".join(c if ord(c) in cmap or c in "\n\t" else "?" for c in value)
-
-    def footer(self) -> None:
-        self.set_y(-12)
-        self.set_font(self.sans, size=8)
-        self.set_text_color(110)
-        self.cell(0, 5, self.text(f"Deletion certificate {self.payload['certificate_id']}"), align="L")
-        self.set_x(self.l_margin)
-        self.cell(0, 5, f"Page {self.page_no()} of {{nb}}", align="R")
-        self.set_text_color(0)
 
     def render(self) -> bytearray:
         self.add_page()
@@ -108,19 +58,6 @@ class _Certificate(FPDF):
 
     # -- sections ------------------------------------------------------------------------
 
-    def heading(self, title: str, size: float = 13) -> None:
-        if self.get_y() > self.h - 60:  # never a heading alone at the foot of a page
-            self.add_page()
-        self.ln(3)
-        self.set_font(self.sans, "B", size)
-        self.multi_cell(0, size * 0.5, self.text(title), align="L", new_x="LMARGIN", new_y="NEXT")
-        self.ln(2)
-
-    def paragraph(self, value: str, size: float = 10, family: str | None = None) -> None:
-        self.set_font(family or self.sans, size=size)
-        self.multi_cell(0, size * 0.5, self.text(value, family), align="L", new_x="LMARGIN", new_y="NEXT")
-        self.ln(2)
-
     def _summary(self) -> None:
         p = self.payload
         self.heading("Deletion certificate", 22)
@@ -131,7 +68,7 @@ class _Certificate(FPDF):
                 ("Issued by", p["issued_by"]), ("Issuer (audit log)", p["issuer"]),
                 ("Signing key", p["key_id"]),
                 ("Data categories", ", ".join(p["data_categories"]) or "none")]
-        self._table(["", ""], [[label, value] for label, value in rows], (40, 140), headings=False)
+        self._table(None, [[label, value] for label, value in rows], (40, 140))
 
     def _systems(self) -> None:
         self.heading("What was deleted, where and when")
@@ -172,8 +109,7 @@ class _Certificate(FPDF):
                                f"{_when(head.timestamp.isoformat())}"),
                 ("Checkpoint root", base64.b64encode(head.root).decode()),
                 ("Evidence events", ", ".join(str(e["index"]) for e in evidence["events"]))]
-        self._table(["", ""], [[label, value] for label, value in rows], (45, 135), headings=False,
-                    mono_last=True)
+        self._table(None, [[label, value] for label, value in rows], (45, 135), mono_last=True)
         self.heading("How to verify", 11)
         keys_url = f"{self.public_url}/.well-known/offboard/keys"
         for step in (f"1. Download the public keys (JWKS) from {keys_url} and check that the key "
@@ -185,22 +121,6 @@ class _Certificate(FPDF):
                      "4. Or without our code: docs/verify-a-certificate.md shows 30 lines of Python and the "
                      "openssl commands that check the signature, the checkpoint and every inclusion proof."):
             self.paragraph(step, 9)
-
-    def _table(self, titles: Sequence[str], rows: Sequence[Sequence[object]], widths: Sequence[float],
-               size: float = 9, headings: bool = True, mono_last: bool = False) -> None:
-        """A bordered table that breaks across pages, repeating its heading row."""
-        self.set_font(self.sans, size=size)
-        bold = FontFace(family=self.sans, emphasis="BOLD", size_pt=size, fill_color=(230, 230, 230))
-        mono = FontFace(family=self.mono, size_pt=size * 0.95)
-        with self.table(col_widths=tuple(widths), text_align="LEFT", line_height=size * 0.5,
-                        headings_style=bold, first_row_as_headings=headings, padding=1) as table:
-            if headings:
-                table.row([self.text(title) for title in titles])
-            for values in rows:
-                row = table.row()
-                for index, value in enumerate(values):
-                    last = mono_last and index == len(values) - 1
-                    row.cell(self.text(value, self.mono if last else None), style=mono if last else None)
 
 
 def _when(value: str | None) -> str:

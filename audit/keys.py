@@ -140,7 +140,6 @@ def _file_active(settings: Settings) -> SigningKey | None:
 # --- writing -----------------------------------------------------------------------------------
 
 
-
 def _write_atomically(path: Path, content: str) -> None:
     """Write a 0600 file under a temporary name, make it durable, then rename it into place."""
     pending = path.with_name(f".pending-{secrets.token_hex(8)}")

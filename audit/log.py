@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import rfc8785
+from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Engine, delete, event, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -41,6 +42,8 @@ _PG_NEXT_IDS = text("SELECT nextval(pg_get_serial_sequence('audit_events', 'id')
                     "FROM generate_series(1, :count)")
 # Arrays travel as one comma-separated text each (hashes in hex): psycopg builds a list
 # parameter element by element, PostgreSQL splits one string in C.
+_PG_COPY_EVENTS = ("COPY audit_events (id, occurred_at, actor, action, tenant_id, request_id, subject_type, "
+                   "subject_id, data, canonical) FROM STDIN")
 _PG_QUEUE = text("INSERT INTO audit_queue (event_id) "
                  "SELECT unnest(CAST(string_to_array(:ids, ',') AS bigint[]))")
 _PG_LEAVES = text(
@@ -109,12 +112,16 @@ def write_pending(connection: Connection) -> None:
     rows = connection.info.pop(_PENDING, None)
     if not rows:
         return
-    if connection.dialect.name == "postgresql" and len(rows) > 1:
-        # Ids drawn first, then the events by executemany (psycopg pipelines it) and the queue
-        # as one array: a multi-row INSERT ... RETURNING costs more to build and parse than to run.
+    if connection.dialect.driver == "psycopg" and len(rows) > 1:
+        # Ids drawn first, then the events by COPY and the queue as one array: a multi-row
+        # INSERT ... RETURNING costs more to build and parse than to run.
         ids = connection.execute(_PG_NEXT_IDS, {"count": len(rows)}).scalars().all()
-        connection.execute(AuditEvent.__table__.insert(),
-                           [{**row, "id": id_} for row, id_ in zip(rows, ids, strict=True)])
+        cursor = connection.connection.driver_connection.cursor()  # this transaction's, raw
+        with cursor.copy(_PG_COPY_EVENTS) as copy:
+            for id_, row in zip(ids, rows, strict=True):
+                copy.write_row((id_, row["occurred_at"], row["actor"], row["action"], row["tenant_id"],
+                                row["request_id"], row["subject_type"], row["subject_id"],
+                                Jsonb(row["data"]), row["canonical"]))
         connection.execute(_PG_QUEUE, {"ids": _joined(ids)})
         return
     events, queue = AuditEvent.__table__, AuditQueue.__table__
@@ -145,16 +152,12 @@ event.listen(Engine, "rollback", lambda connection: connection.info.pop(_PENDING
 def sequence() -> int:
     """Integrate every committed queued event into the tree; how many were sequenced.
 
-    Each batch is its own transaction, so a sequencer killed at any line leaves either the
-    batch integrated whole or the queue as it was. Within one call each batch starts after
-    the last id taken, so it never walks the queue's freshly deleted entries again; an event
-    committed late with a lower id is taken by the next call.
+    Each batch takes the lowest queued ids visible, so one writer's events keep the order of
+    its commits. Each batch is its own transaction, so a sequencer killed at any line leaves
+    either the batch integrated whole or the queue as it was.
     """
-    done, after = 0, 0
-    while True:
-        taken, after = _sequence_batch(after)
-        if not taken:
-            break
+    done = 0
+    while taken := _sequence_batch():
         done += taken
     if done >= VACUUM_AFTER and db.engine().dialect.name == "postgresql":
         _vacuum_queue()
@@ -168,15 +171,14 @@ def _vacuum_queue() -> None:
         connection.execute(text("VACUUM audit_queue"))
 
 
-def _sequence_batch(after: int) -> tuple[int, int]:
+def _sequence_batch() -> int:
     with db.transaction() as session:
         head = lock_head()
         queued = session.execute(
             select(AuditQueue.event_id, AuditEvent.canonical).join(AuditEvent)
-            .where(AuditQueue.event_id > after)
             .order_by(AuditQueue.event_id).limit(SEQUENCE_BATCH)).all()
         if not queued:
-            return 0, after
+            return 0
         frontier = proofs.Frontier(head.size, [fetch(proofs.root_nodes(head.size))[node]
                                                for node in proofs.root_nodes(head.size)])
         leaves: list[tuple[int, int, bytes]] = []
@@ -187,7 +189,7 @@ def _sequence_batch(after: int) -> tuple[int, int]:
             nodes += completed[1:]
         _store(session.connection(), leaves, nodes)
         head.size = frontier.size
-        return len(queued), queued[-1][0]
+        return len(queued)
 
 
 def _store(connection: Connection, leaves: list[tuple[int, int, bytes]],

@@ -41,6 +41,8 @@ class Settings:
     pull_retry_intervals: tuple[int, ...]
     proxy_hops: int  # trusted reverse proxies in front: their X-Forwarded-For gives the client
     audit_origin: str  # the audit log's name in its signed checkpoints
+    retention_days: int  # primary data kept this long after a tenant closes
+    backup_retention_months: int  # backups holding it purged within this many calendar months
 
     @property
     def embedded_redis_path(self) -> Path:
@@ -71,6 +73,8 @@ def load(environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
         batch_rows=_positive_int(env_vars, "OFFBOARD_BATCH_ROWS", 50_000),
         pull_retry_intervals=_intervals(env_vars.get("OFFBOARD_PULL_RETRY_INTERVALS", "10,60,300")),
         proxy_hops=_count(env_vars, "OFFBOARD_PROXY_HOPS"),
+        retention_days=_positive_int(env_vars, "OFFBOARD_RETENTION_DAYS", 90),
+        backup_retention_months=_positive_int(env_vars, "OFFBOARD_BACKUP_RETENTION_MONTHS", 12),
         audit_origin=_origin(env_vars.get("OFFBOARD_AUDIT_ORIGIN") or f"{urlsplit(public_url).netloc}/audit"),
     )
 

@@ -20,6 +20,7 @@ from compliance.models.requests import (
     ExportTask,
     OffboardingRequest,
 )
+from compliance.models.retention import LegalHold, PurgeStep, RetentionOverride, RetentionRun
 from compliance.models.tenants import VALUE_TIERS, SourceConfig, Tenant
 
 __all__ = [
@@ -41,8 +42,12 @@ __all__ = [
     "Export",
     "ExportTask",
     "IdempotencyRecord",
+    "LegalHold",
     "OffboardingRequest",
     "OutboxMessage",
+    "PurgeStep",
+    "RetentionOverride",
+    "RetentionRun",
     "SourceConfig",
     "Tenant",
     "TenantKey",

@@ -16,6 +16,15 @@ VALUE_TIERS = ("standard", "premium", "enterprise", "strategic")  # lowest to hi
 
 class Tenant(Base):
     __tablename__ = "tenants"
+    __table_args__ = (
+        # The sweeps' queries: closed tenants not yet purged, by closure, however many tenants.
+        Index("ix_tenants_primary_purge", "closed_at",
+              sqlite_where=text("closed_at IS NOT NULL AND purged_at IS NULL"),
+              postgresql_where=text("closed_at IS NOT NULL AND purged_at IS NULL")),
+        Index("ix_tenants_backup_purge", "closed_at",
+              sqlite_where=text("closed_at IS NOT NULL AND backups_purged_at IS NULL"),
+              postgresql_where=text("closed_at IS NOT NULL AND backups_purged_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     external_ref: Mapped[str] = mapped_column(String(128), unique=True)
@@ -24,6 +33,8 @@ class Tenant(Base):
     value_tier: Mapped[str] = mapped_column(String(16), default="standard")
     contact_email: Mapped[str | None] = mapped_column(String(254))
     closed_at: Mapped[datetime | None]
+    purged_at: Mapped[datetime | None]  # every primary system verified empty
+    backups_purged_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
 

@@ -3,13 +3,10 @@
 It tells a departing customer, in plain words, what the bundle holds, shows a few rows
 of each dataset, states how long the data is kept, and lists every file's sha256.
 
-Fonts: fpdf2 ships no TrueType font and its core fonts are latin-1 only, so the report
-embeds DejaVu Sans / Sans Mono (subset) when found in a usual system font directory
-(Debian/Ubuntu ``fonts-dejavu-core``, Fedora, Alpine, ...) or in ``font_dir``. Characters
-DejaVu lacks (CJK, emoji, ...) become ``?``. Without DejaVu the report falls back to the
-core fonts (Helvetica, Courier) and every non-latin-1 character becomes ``?``. There is
-no text shaping (fpdf2 needs uharfbuzz for it), so joined scripts such as Arabic show
-their letters in isolated forms: legible, not typeset.
+Fonts, pages and tables come from ``compliance/typeset.py``: DejaVu Sans / Sans Mono from
+``font_dir`` or a usual system font directory, else the core fonts with every non-latin-1
+character as ``?``; characters DejaVu lacks (CJK, emoji, ...) become ``?`` too, and joined
+scripts such as Arabic show their letters unshaped.
 
 Output is deterministic: the creation date is ``generated_at`` and fpdf2 derives the
 file /ID from the content, so the same data and the same font files give the same bytes.
@@ -19,24 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
-from fpdf import FPDF, FontFace
-
+from compliance.typeset import Document
 from exporters.sources.base import CATEGORIES
 
-FONT_DIRS = (
-    "/usr/share/fonts/truetype/dejavu",  # Debian, Ubuntu
-    "/usr/share/fonts/dejavu-sans-fonts", "/usr/share/fonts/dejavu-sans-mono-fonts",  # Fedora
-    "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF", "/usr/share/fonts/truetype",
-    "/usr/local/share/fonts", "/opt/homebrew/share/fonts", "/Library/Fonts",
-)
-FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf", "mono": "DejaVuSansMono.ttf"}
 SAMPLE_ROWS, SAMPLE_COLUMNS, CELL_CHARS = 5, 6, 40
 CATEGORY_TITLES = {"account": "Account", "content": "Content", "usage": "Usage",
                    "integrations": "Integrations and configuration", "reports": "Reports"}
@@ -87,7 +74,7 @@ def write_report(dest: Path, report: ReportData, *, font_dir: Path | None = None
     """Render the report to ``dest`` atomically (temp name, then rename); its name, size, sha256."""
     if report.generated_at.tzinfo is None:
         raise ValueError("generated_at must be timezone-aware")
-    data = bytes(_Report(report, _find_fonts(font_dir)).render())
+    data = bytes(_Report(report, font_dir).render())
     temporary = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as handle:
@@ -100,54 +87,15 @@ def write_report(dest: Path, report: ReportData, *, font_dir: Path | None = None
     return ReportFile(dest.name, len(data), hashlib.sha256(data).hexdigest())
 
 
-@cache
-def _find_fonts(font_dir: Path | None) -> dict[str, Path] | None:
-    """DejaVu's regular, bold and mono files (bold may be missing), or None for core fonts."""
-    for directory in ([font_dir] if font_dir else [Path(d) for d in FONT_DIRS]):
-        found = {style: directory / name for style, name in FONT_FILES.items()
-                 if (directory / name).is_file()}
-        if "" in found and "mono" in found:
-            return found
-    return None
+class _Report(Document):
+    """One report; the fonts decide which characters survive (see ``compliance/typeset.py``)."""
 
+    heading_size = 15
 
-class _Report(FPDF):
-    """One report; the fonts decide which characters survive (see the module docstring)."""
-
-    def __init__(self, report: ReportData, fonts: dict[str, Path] | None) -> None:
-        super().__init__(format="A4")
+    def __init__(self, report: ReportData, font_dir: Path | None) -> None:
+        super().__init__(f"Data export for {report.account_name}", report.generated_at,
+                         f"Export {report.export_id}", font_dir)
         self.report = report
-        self.set_creation_date(report.generated_at.astimezone(UTC))
-        self.set_producer("Offboard")
-        self.set_margins(15, 15, 15)
-        self.set_auto_page_break(True, margin=18)
-        self.alias_nb_pages()
-        if fonts is None:
-            self.sans, self.mono = "helvetica", "courier"
-        else:
-            self.sans, self.mono = "sans", "mono"
-            self.add_font(self.sans, "", fonts[""])
-            self.add_font(self.sans, "B", fonts.get("B", fonts[""]))
-            self.add_font(self.mono, "", fonts["mono"])
-        self.set_title(self.text(f"Data export for {report.account_name}"))
-        self.set_author("Offboard")
-
-    def text(self, value: object, family: str | None = None) -> str:
-        """``value`` as text, every character the font cannot draw replaced by ``?``."""
-        value, family = str(value), family or self.sans
-        if family in ("helvetica", "courier"):
-            return value.encode("latin-1", "replace").decode("latin-1")
-        cmap = self.fonts[family].cmap
-        return "".join(c if ord(c) in cmap or c in "\n\t" else "?" for c in value)
-
-    def footer(self) -> None:
-        self.set_y(-12)
-        self.set_font(self.sans, size=8)
-        self.set_text_color(110)
-        self.cell(0, 5, self.text(f"Export {self.report.export_id}"), align="L")
-        self.set_x(self.l_margin)
-        self.cell(0, 5, f"Page {self.page_no()} of {{nb}}", align="R")
-        self.set_text_color(0)
 
     def render(self) -> bytearray:
         self._title_page()
@@ -158,17 +106,6 @@ class _Report(FPDF):
         return self.output()
 
     # -- sections ------------------------------------------------------------------------
-
-    def heading(self, title: str, size: float = 15) -> None:
-        self.set_font(self.sans, "B", size)
-        self.multi_cell(0, size * 0.5, self.text(title), align="L", new_x="LMARGIN", new_y="NEXT")
-        self.ln(2)
-        self.set_font(self.sans, size=10)
-
-    def paragraph(self, value: str, size: float = 10) -> None:
-        self.set_font(self.sans, size=size)
-        self.multi_cell(0, size * 0.5, self.text(value), align="L", new_x="LMARGIN", new_y="NEXT")
-        self.ln(2)
 
     def _title_page(self) -> None:
         report = self.report
@@ -182,8 +119,7 @@ class _Report(FPDF):
                    ("Request", report.request_id), ("Export", report.export_id),
                    ("Formats", ", ".join(report.formats) or "-"),
                    ("Generated at", report.generated_at.astimezone(UTC).isoformat())]
-        self._table(["", ""], [[label, value] for label, value in details], (35, 65),
-                    with_headings=False)
+        self._table(None, [[label, value] for label, value in details], (35, 65))
         self.ln(8)
         self.paragraph("This report describes the bundle it came with: what it holds, a few "
                        "rows of each dataset, how long we keep your data, and the checksum of "
@@ -239,25 +175,6 @@ class _Report(FPDF):
                        "SHA-256 (for example `sha256sum FILE`) and compare.")
         rows = [[path, _size(size), sha] for path, size, sha in self.report.files]
         self._table(["File", "Size", "SHA-256"], rows, (62, 16, 102), size=7, mono_last=True)
-
-    def _table(self, headings: Sequence[str], rows: Sequence[Sequence[str]],
-               widths: Sequence[float], size: float = 9, with_headings: bool = True,
-               mono_last: bool = False) -> None:
-        """A bordered table that breaks across pages, repeating its heading row."""
-        self.set_font(self.sans, size=size)
-        bold = FontFace(family=self.sans, emphasis="BOLD", size_pt=size, fill_color=(230, 230, 230))
-        mono = FontFace(family=self.mono, size_pt=size * 0.95)
-        with self.table(col_widths=tuple(widths), text_align="LEFT", line_height=size * 0.5,
-                        headings_style=bold, first_row_as_headings=with_headings,
-                        padding=1) as table:
-            if with_headings:
-                table.row([self.text(h) for h in headings])
-            for values in rows:
-                row = table.row()
-                for index, value in enumerate(values):
-                    last = mono_last and index == len(values) - 1
-                    row.cell(self.text(value, self.mono if last else None),
-                             style=mono if last else None)
 
 
 def _cut(value: str) -> str:

@@ -12,7 +12,6 @@ import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -21,10 +20,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from audit import keys, notes
 from compliance import config
 from compliance.config import ConfigError
-
-if TYPE_CHECKING:
-    from multiprocessing.queues import Queue
-    from multiprocessing.synchronize import Barrier
 
 PROCESSES = 8
 SIGNED_AT = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
@@ -66,10 +61,14 @@ def checkpoint_note(key: keys.SigningKey, origin: str, size: int) -> str:
     return notes.sign_note(notes.checkpoint_text(head), origin, key.private)
 
 
-def race_for_the_first_key(settings: config.Settings, start: Barrier, results: Queue[str]) -> None:
-    """In a fresh (spawned) process: wait for the others, then ask for the active key."""
-    start.wait(timeout=60)
-    results.put(keys.active_key(settings).key_id)
+# What each spawned process runs. A spawned child cannot always import this test module (pytest's
+# importlib mode gives it a name that is not on the child's path), so the child runs this code
+# through the builtin ``exec``, which pickles by reference, with its inputs as globals.
+RACE_FOR_THE_FIRST_KEY = """
+from audit import keys
+start.wait(timeout=60)  # all processes ask at the same moment
+results.put(keys.active_key(settings).key_id)
+"""
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -115,16 +114,17 @@ def test_processes_starting_at_once_share_one_first_key(key_settings: config.Set
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(PROCESSES)
     results = context.Queue()
-    workers = [context.Process(target=race_for_the_first_key, args=(key_settings, start, results))
+    inputs = {"settings": key_settings, "start": start, "results": results}
+    workers = [context.Process(target=exec, args=(RACE_FOR_THE_FIRST_KEY, inputs))
                for _ in range(PROCESSES)]
     for worker in workers:
         worker.start()
-    try:
-        ids = [results.get(timeout=120) for _ in workers]
-    finally:
-        for worker in workers:
-            worker.join(timeout=60)
+    for worker in workers:  # the results are a few bytes each: the children exit without waiting
+        worker.join(timeout=120)
+        if worker.is_alive():
+            worker.kill()
     assert [worker.exitcode for worker in workers] == [0] * PROCESSES
+    ids = [results.get(timeout=10) for _ in workers]
     assert len(set(ids)) == 1
     directory = audit_dir(key_settings)
     assert [path.stem for path in directory.glob("*.pem")] == ids[:1]

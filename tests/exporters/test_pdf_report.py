@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from exporters.formats import pdf as pdf_module
+from compliance import typeset
 from exporters.formats.pdf import DatasetSummary, ReportData, retention_text, write_report
 
 GENERATED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -129,7 +129,7 @@ def test_unicode_account_names(tmp_path: Path, name: str) -> None:
 
 
 def test_without_dejavu_falls_back_to_latin1(tmp_path: Path) -> None:
-    pdf_module._find_fonts.cache_clear()
+    typeset.find_fonts.cache_clear()
     data = report(account_name="Zoë — شركة")
     write_report(tmp_path / "r.pdf", data, font_dir=tmp_path)  # holds no font
     text = text_of(tmp_path / "r.pdf")

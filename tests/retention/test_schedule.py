@@ -7,8 +7,10 @@ from datetime import timedelta
 from rq.cron import CronScheduler
 from sqlalchemy import select
 
+import audit
+from audit import checkpoints, log
 from compliance import db, queues, workflow
-from compliance.models import AuditEvent, Tenant
+from compliance.models import AuditCheckpoint, AuditEvent, Tenant
 from compliance.worker import CRON_CONFIG
 
 
@@ -35,3 +37,18 @@ def test_deadline_sweep_runs_on_the_worker_once_per_deadline(session, clock, wor
     events = db.session.scalars(select(AuditEvent).where(
         AuditEvent.request_id == request.id, AuditEvent.action == "request.deadline_missed")).all()
     assert sorted(event.data["deadline"] for event in events) == ["acknowledgement", "export", "legal"]
+
+
+def test_the_audit_checkpoint_runs_every_minute_on_the_worker(session, work) -> None:  # type: ignore[no-untyped-def]
+    scheduler = CronScheduler(connection=queues.connection())
+    scheduler.load_config_from_file(CRON_CONFIG)
+    jobs = {job.func: job for job in scheduler.get_jobs()}
+    assert jobs[checkpoints.scheduled].cron == "* * * * *"
+
+    audit.record("test.event", actor="test", data={"n": 1})
+    db.session.commit()
+    for _ in range(2):  # the second run finds nothing new and signs nothing
+        queues.queue("default").enqueue(checkpoints.scheduled)
+        work()
+    signed = db.session.scalars(select(AuditCheckpoint)).all()
+    assert len(signed) == 1 and signed[0].size == log.size() >= 1
