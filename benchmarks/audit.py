@@ -43,10 +43,9 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-# Run as a script, this file's folder is first on sys.path, and this file's name would hide
-# the ``audit`` package it measures.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HERE]
+# Run as a script, this folder is first on sys.path, where this file would hide the ``audit``
+# package it measures.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DATABASE = "offboard_bench_audit"

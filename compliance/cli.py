@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
+from datetime import UTC, date, datetime, time
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -281,6 +283,138 @@ def verify_certificate(envelope: Path, key_file: Path) -> None:
         raise click.ClickException(f"certificate does NOT verify: {error}") from error
     click.echo(f"certificate {payload['certificate_id']} verifies: {payload['kind']} deletion for tenant "
                f"{payload['tenant_id']}, status {payload['status']}, signed by {payload['key_id']}")
+
+
+@main.command()
+@click.option("--as-of", "as_of", required=True, metavar="YYYY-MM-DD",
+              help="Purge what is due at the start of this day (UTC); a real run refuses a later day.")
+@click.option("--tenant", "tenant_id", type=click.IntRange(min=1), help="Only this tenant.")
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@_one_line_errors
+def purge(as_of: str, tenant_id: int | None, dry_run: bool) -> None:
+    """Run the primary purge of the tenants due as of a day, here and now (no queue)."""
+    from retention import purge as purges
+
+    moment = _day(as_of)
+    config.use(_database())
+    if tenant_id is not None:
+        with db.transaction():
+            if db.session.get(Tenant, tenant_id) is None:
+                raise LookupError(f"tenant {tenant_id} not found")
+    row = purges.run("primary", as_of=moment, tenant_id=tenant_id, dry_run=dry_run, actor=CLI_ACTOR,
+                     enqueue=False)
+    report = row.report or {}
+    due, held = report.get("due", []), set(report.get("held", []))
+    click.echo(f"{'dry run' if dry_run else 'purge'} {row.id} as of {moment.date().isoformat()}: "
+               f"{len(due)} tenant(s) due, {len(held)} held" + ("; nothing was deleted" if dry_run else ""))
+    if dry_run:
+        for plan in report.get("plans", []):
+            _echo_plan(plan, plan["tenant_id"] in held)
+        return
+    failed = []
+    for result in report.get("tenants", []):
+        systems = result.get("systems", {})
+        done = sum(1 for entry in systems.values() if entry.get("status") == "done")
+        certificate = result.get("certificate") or {}
+        click.echo(f"tenant {result['tenant_id']}: {result['status']}, {done}/{len(systems)} systems emptied"
+                   + (f", certificate {certificate['id']}" if "id" in certificate else ""))
+        if result["status"] not in ("purged", "already_purged", "held"):
+            failed.append(str(result["tenant_id"]))
+    for tenant in sorted(held):
+        click.echo(f"tenant {tenant}: held, not purged")
+    if failed:
+        raise click.ClickException(f"the purge of tenant(s) {', '.join(failed)} did not finish; "
+                                   f"see run {row.id}")
+
+
+def _day(value: str) -> datetime:
+    """The start (UTC) of a YYYY-MM-DD day."""
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError
+        return datetime.combine(date.fromisoformat(value), time(), tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"--as-of {value[:40]!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _echo_plan(plan: dict[str, Any], held: bool) -> None:
+    click.echo(f"tenant {plan['tenant_id']} ({plan['external_ref']}), due {plan['due_at']}"
+               + (": HELD, would not be purged" if held else ": would be purged"))
+    for source in plan["sources"]:
+        counts = ", ".join(f"{name} {count}" for name, count in sorted(source.get("counts", {}).items()))
+        what = f"cannot count: {source['error']}" if "error" in source else (counts or "no rows")
+        click.echo(f"  source {source['source']} ({source['kind']}): {what}")
+    click.echo(f"  bundles: {plan['bundles']['count']} ({plan['bundles']['bytes']} bytes); "
+               f"staging files: {plan['staging']['files']}; active links: {plan['links']['active']}")
+    for hold in plan["holds"]:
+        click.echo(f"  hold {hold['hold_id']}: {hold['matter']} (placed {hold['placed_at']})")
+
+
+@main.group(name="holds")
+def holds_group() -> None:
+    """Legal holds: while one is active, nothing of the tenant is deleted."""
+
+
+@holds_group.command(name="place")
+@click.argument("tenant_id", type=click.IntRange(min=1))
+@click.option("--reason", required=True)
+@click.option("--matter", required=True, help="The legal matter (at most 200 characters).")
+@_one_line_errors
+def place_hold(tenant_id: int, reason: str, matter: str) -> None:
+    """Place a hold on TENANT_ID."""
+    from retention import holds
+
+    if not reason.strip() or not matter.strip() or len(matter) > 200 or len(reason) > 2000:
+        raise ValueError("--reason (at most 2000 characters) and --matter (at most 200) must not be blank")
+    _database()
+    with db.transaction():
+        if db.session.get(Tenant, tenant_id) is None:
+            raise LookupError(f"tenant {tenant_id} not found")
+        hold = holds.place(tenant_id, reason=reason, matter=matter, actor=CLI_ACTOR)
+    click.echo(f"placed hold {hold.id} on tenant {tenant_id} ({matter})")
+
+
+@holds_group.command(name="release")
+@click.argument("hold_id", type=click.IntRange(min=1))
+@click.option("--reason", required=True)
+@_one_line_errors
+def release_hold(hold_id: int, reason: str) -> None:
+    """Release HOLD_ID; a released hold stays as it was."""
+    from compliance.models import LegalHold
+    from retention import holds
+
+    if not reason.strip() or len(reason) > 2000:
+        raise ValueError("--reason must not be blank (at most 2000 characters)")
+    _database()
+    with db.transaction():
+        hold = db.session.get(LegalHold, hold_id)
+        if hold is None:
+            raise LookupError(f"hold {hold_id} not found")
+        already = hold.released_at is not None
+        holds.release(hold, reason=reason, actor=CLI_ACTOR)
+        when, by = hold.released_at, hold.released_by
+    if already:
+        click.echo(f"hold {hold_id} was already released at {when.isoformat()} by {by}; nothing changed")
+    else:
+        click.echo(f"released hold {hold_id} of tenant {hold.tenant_id}")
+
+
+@holds_group.command(name="list")
+@click.argument("tenant_id", type=click.IntRange(min=1))
+@_one_line_errors
+def list_holds(tenant_id: int) -> None:
+    """Every hold of TENANT_ID, newest first."""
+    from compliance.models import LegalHold
+
+    _database()
+    with db.transaction():
+        if db.session.get(Tenant, tenant_id) is None:
+            raise LookupError(f"tenant {tenant_id} not found")
+        rows = db.session.scalars(select(LegalHold).where(LegalHold.tenant_id == tenant_id)
+                                  .order_by(LegalHold.placed_at.desc(), LegalHold.id.desc())).all()
+        lines = [f"{hold.id}\t{'active' if hold.released_at is None else 'released'}\t"
+                 f"{hold.placed_at.isoformat()}\t{hold.placed_by}\t{hold.matter}" for hold in rows]
+    click.echo("\n".join(lines) if lines else f"tenant {tenant_id} has no holds")
 
 
 if __name__ == "__main__":

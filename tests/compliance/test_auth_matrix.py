@@ -62,6 +62,14 @@ EXPECTED: dict[str, set[str] | str] = {
     "certificates.list_certificates": {"legal", "admin", "auditor"},
     "certificates.get_certificate": {"legal", "admin", "auditor"},
     "certificates.verify_certificate": PUBLIC,
+    "retention.get_retention": ALL,
+    "retention.list_holds": ALL,
+    "retention.place_hold": {"legal", "admin"},
+    "retention.release_hold": {"legal", "admin"},
+    "retention.set_override": {"legal", "admin"},
+    "retention.start_run": {"admin"},
+    "retention.list_runs": {"admin", "legal", "auditor"},
+    "retention.get_run": {"admin", "legal", "auditor"},
 }
 
 
