@@ -3,13 +3,13 @@
 ``record`` adds the event, and its place in the sequencer's queue, to the caller's session: they
 are written in the caller's transaction (before its next query, flush, savepoint or commit), so
 they commit or roll back with the change they describe: no change without its event, no event
-without its change. The transaction's connection keeps them in a list and writes them with one
-multi-row INSERT each for the events and the queue, so a transaction that records many pays
-for one statement, not one per event.
-Events are never updated or deleted.
+without its change. The transaction's connection keeps them in a list and writes them together
+(on PostgreSQL: the ids in one query, the events by COPY, the queue rows as one array), so a
+transaction that records many pays for a few statements, not for each event. Events are never
+updated or deleted.
 
 ``sequence`` is the one sequencer (as Trillian integrates queued leaves): holding the lock on
-the log's head row, it takes committed queued events in id order, gives them the next log
+the log's head row, it takes the lowest committed queued ids first, gives them the next log
 indices, stores their leaf hashes and every subtree they complete, and empties the queue. A
 transaction that commits late is simply sequenced in a later batch, so indices follow the
 order in which events became visible, with no gap and no repeat however many processes write.
@@ -40,10 +40,10 @@ _PENDING = "offboard_audit_pending"  # connection.info: the events recorded, not
 _SAFE_INTEGER = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: exact up to here
 _PG_NEXT_IDS = text("SELECT nextval(pg_get_serial_sequence('audit_events', 'id')) "
                     "FROM generate_series(1, :count)")
-# Arrays travel as one comma-separated text each (hashes in hex): psycopg builds a list
-# parameter element by element, PostgreSQL splits one string in C.
 _PG_COPY_EVENTS = ("COPY audit_events (id, occurred_at, actor, action, tenant_id, request_id, subject_type, "
                    "subject_id, data, canonical) FROM STDIN")
+# Arrays travel as one comma-separated text each (hashes in hex): psycopg builds a list
+# parameter element by element, PostgreSQL splits one string in C.
 _PG_QUEUE = text("INSERT INTO audit_queue (event_id) "
                  "SELECT unnest(CAST(string_to_array(:ids, ',') AS bigint[]))")
 _PG_LEAVES = text(
