@@ -417,5 +417,89 @@ def list_holds(tenant_id: int) -> None:
     click.echo("\n".join(lines) if lines else f"tenant {tenant_id} has no holds")
 
 
+@main.group(name="backups")
+def backups_group() -> None:
+    """The backup catalogue and its sweep (snapshot deletion, crypto-shredding)."""
+
+
+@backups_group.command(name="register")
+@click.option("--taken-at", "taken_at", required=True, metavar="ISO-8601",
+              help="When the snapshot was taken (UTC unless it names a zone).")
+@click.option("--location", required=True, help="A directory path or s3://bucket/prefix.")
+@click.option("--object", "object_name", required=True, help="The snapshot's object name or prefix there.")
+@click.option("--tenant", "tenant_ids", type=click.IntRange(min=1), multiple=True, required=True,
+              help="A tenant the snapshot holds (repeat for each).")
+@click.option("--method", type=click.Choice(["delete", "crypto_shred"]), default="delete", show_default=True)
+@_one_line_errors
+def register_backup(taken_at: str, location: str, object_name: str, tenant_ids: tuple[int, ...],
+                    method: str) -> None:
+    """Add a snapshot to the catalogue."""
+    from retention import backups
+
+    try:
+        moment = datetime.fromisoformat(taken_at)
+    except ValueError:
+        raise ValueError(f"--taken-at {taken_at[:40]!r} is not an ISO 8601 date or time") from None
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    config.use(_database())
+    try:
+        with db.transaction():
+            snapshot = backups.register(taken_at=moment, location=location, object_name=object_name,
+                                        tenant_ids=list(tenant_ids), method=method, actor=CLI_ACTOR)
+    except backups.InvalidSnapshot as error:
+        option = {"object": "--object", "tenant_ids": "--tenant"}.get(error.field, f"--{error.field}")
+        raise click.BadParameter(str(error), param_hint=option.replace("_", "-")) from None
+    held = ", ".join(map(str, sorted(set(tenant_ids))))
+    click.echo(f"registered snapshot {snapshot.id} ({method}) holding tenant(s) {held}, "
+               f"expires {backups.expires_at(snapshot).isoformat()}")
+
+
+@backups_group.command(name="list")
+@click.option("--tenant", "tenant_id", type=click.IntRange(min=1), help="Only snapshots holding this tenant.")
+@_one_line_errors
+def list_backups(tenant_id: int | None) -> None:
+    """Every snapshot, newest first: id, taken, method, state, where, tenants."""
+    from compliance.models import BackupSnapshot, backup_snapshot_tenants
+    from retention import backups
+
+    config.use(_database())
+    with db.transaction():
+        query = select(BackupSnapshot).order_by(BackupSnapshot.taken_at.desc(), BackupSnapshot.id.desc())
+        if tenant_id is not None:
+            query = query.join(backup_snapshot_tenants).where(
+                backup_snapshot_tenants.c.tenant_id == tenant_id)
+        lines = [f"{s.id}\t{s.taken_at.isoformat()}\t{s.method}\t"
+                 + (f"purged {s.purged_at.isoformat()}" if s.purged_at else
+                    f"expires {backups.expires_at(s).isoformat()}" + (" (error)" if s.purge_error else ""))
+                 + f"\t{s.location.rstrip('/')}/{s.object}\t{','.join(str(t.id) for t in s.tenants)}"
+                 for s in db.session.scalars(query)]
+    click.echo("\n".join(lines) if lines else "no backup snapshots")
+
+
+@backups_group.command(name="sweep")
+@_one_line_errors
+def sweep_backups() -> None:
+    """Run the backup sweep now, here (no queue): delete expired snapshots, crypto-shred due tenants."""
+    from retention import backups
+
+    config.use(_database())
+    report = backups.run_backup_sweep(actor=CLI_ACTOR)
+    for entry in report["snapshots"]:
+        click.echo(f"snapshot {entry['snapshot_id']}: {entry['status']}"
+                   + (f" ({entry.get('exception') or entry.get('error')})"
+                      if entry.get("exception") or entry.get("error") else ""))
+    for entry in report["tenants"]:
+        certificate = entry.get("certificate") or {}
+        click.echo(f"tenant {entry['tenant_id']}: {entry['status']}"
+                   + (f", certificate {certificate['id']}" if "id" in certificate else "")
+                   + (f" ({entry.get('exception') or entry.get('error')})"
+                      if entry.get("exception") or entry.get("error") else ""))
+    failed = [e for e in report["snapshots"] + report["tenants"] if e["status"] == "failed"]
+    if failed:
+        raise click.ClickException(f"{len(failed)} item(s) failed; see run {report['run_id']}")
+    click.echo(f"backup sweep {report['run_id']}: {len(report['snapshots'])} snapshot(s), "
+               f"{len(report['tenants'])} tenant(s)")
+
+
 if __name__ == "__main__":
     main()

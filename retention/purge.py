@@ -100,7 +100,7 @@ def _purge(tenant_id: int) -> dict[str, Any]:
         blocking = holds.active(tenant_id)
         if blocking:
             return _held(tenant_id, [hold.id for hold in blocking])
-        scope, request_id, sources = Scope(tenant=tenant.external_ref), _latest_request(tenant_id), [
+        scope, request_id, sources = Scope(tenant=tenant.external_ref), latest_request(tenant_id), [
             SourceRef(s.id, s.name, s.kind, dict(s.config)) for s in _sources(tenant_id)]
     systems: dict[str, dict[str, Any]] = {}
     try:
@@ -292,18 +292,20 @@ def _complete(tenant_id: int, request_id: int | None, systems: dict[str, dict[st
                      data={"kind": "primary"})
     result: dict[str, Any] = {"tenant_id": tenant_id, "status": "purged" if verified else "failed",
                               "systems": systems}
-    result["certificate"] = _certify(tenant_id, request_id)
+    result["certificate"] = certify(tenant_id, "primary", request_id)
     result["notified"] = _notify(tenant_id, request_id, result)
     log.info("purge_completed", tenant_id=tenant_id, status=result["status"])
     return result
 
 
-def _certify(tenant_id: int, request_id: int | None) -> dict[str, Any]:
+def certify(tenant_id: int, kind: str, request_id: int | None) -> dict[str, Any]:
+    """Issue the deletion certificate of a finished purge (``kind`` primary or backups): its id
+    and status, or what went wrong; the purge stands either way."""
     try:
-        row = certificates.issue(tenant_id, "primary", actor=ACTOR, request_id=request_id)
-    except Exception as error:  # the purge stands; the certificate can be issued again later
+        row = certificates.issue(tenant_id, kind, actor=ACTOR, request_id=request_id)
+    except Exception as error:  # the certificate can be issued again later, through the API
         db.session.rollback()
-        log.error("purge_certificate_failed", tenant_id=tenant_id, error=str(error)[:300])
+        log.error("certificate_failed", kind=kind, tenant_id=tenant_id, error=str(error)[:300])
         return {"error": f"{type(error).__name__}: {error}"[:2000]}
     return {"id": row.id, "status": row.status}
 
@@ -316,7 +318,7 @@ def _notify(tenant_id: int, request_id: int | None, result: dict[str, Any]) -> l
             + (f"Deletion certificate {certificate['id']}: {certificate['status']}.\n" if "id" in certificate
                else f"No deletion certificate was issued: {certificate['error']}\n"))
     with db.transaction():
-        recipients = _legal_recipients(tenant_id)
+        recipients = legal_recipients(tenant_id)
         for recipient in recipients:
             notify.send("purge_completed", recipient=recipient, actor=ACTOR, tenant_id=tenant_id,
                         request_id=request_id, body=body,
@@ -327,7 +329,7 @@ def _notify(tenant_id: int, request_id: int | None, result: dict[str, Any]) -> l
     return recipients
 
 
-def _legal_recipients(tenant_id: int) -> list[str]:
+def legal_recipients(tenant_id: int) -> list[str]:
     """Every enabled legal user; else the owner of the tenant's latest request."""
     legal = list(db.session.scalars(select(User.email).where(User.role == "legal", User.disabled_at.is_(None))
                                     .order_by(User.email)))
@@ -465,7 +467,7 @@ def _exports(tenant_id: int) -> list[Export]:
                                    .where(OffboardingRequest.tenant_id == tenant_id).order_by(Export.id)))
 
 
-def _latest_request(tenant_id: int) -> int | None:
+def latest_request(tenant_id: int) -> int | None:
     return db.session.scalar(select(OffboardingRequest.id).where(OffboardingRequest.tenant_id == tenant_id)
                              .order_by(OffboardingRequest.id.desc()).limit(1))
 

@@ -8,7 +8,7 @@ from rq import cron
 from audit import checkpoints
 from compliance import notify, workflow
 from exporters import reconcile
-from retention import purge
+from retention import backups, purge
 
 cron.register(workflow.flag_missed_deadlines, queue_name="default", cron="*/5 * * * *",
               name="flag-missed-deadlines")
@@ -16,3 +16,5 @@ cron.register(reconcile.reconcile, queue_name="default", cron="* * * * *", name=
 cron.register(notify.deliver_pending, queue_name="default", cron="* * * * *", name="deliver-outbox")
 cron.register(checkpoints.scheduled, queue_name="default", cron="* * * * *", name="audit-checkpoint")
 cron.register(purge.scheduled_sweep, queue_name="retention", cron="0 3 * * *", name="primary-purge-sweep")
+cron.register(backups.scheduled_backup_sweep, queue_name="retention", cron="30 3 * * *",
+              name="backup-purge-sweep")

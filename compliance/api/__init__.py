@@ -12,7 +12,18 @@ from werkzeug.exceptions import NotFound, default_exceptions
 from werkzeug.routing import IntegerConverter, ValidationError
 
 from compliance import auth, workflow
-from compliance.api import audit, certificates, exports, keys, links, requests, retention, sources, tenants
+from compliance.api import (
+    audit,
+    backups,
+    certificates,
+    exports,
+    keys,
+    links,
+    requests,
+    retention,
+    sources,
+    tenants,
+)
 
 MAX_ID = 2**63 - 1
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -54,7 +65,7 @@ def init_app(app: Flask) -> None:
     api = Api(app)
     id_schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     api.register_converter(IdConverter, lambda _converter: id_schema)
-    for module in (tenants, sources, requests, exports, links, keys, audit, certificates, retention):
+    for module in (tenants, sources, requests, exports, links, keys, audit, certificates, retention, backups):
         api.register_blueprint(module.blp)
     assets = Blueprint("api_docs_assets", __name__, static_folder=swagger_ui_bundle.swagger_ui_path,
                        static_url_path="/api/docs/assets")

@@ -20,7 +20,14 @@ from compliance.models.requests import (
     ExportTask,
     OffboardingRequest,
 )
-from compliance.models.retention import LegalHold, PurgeStep, RetentionOverride, RetentionRun
+from compliance.models.retention import (
+    BackupSnapshot,
+    LegalHold,
+    PurgeStep,
+    RetentionOverride,
+    RetentionRun,
+    backup_snapshot_tenants,
+)
 from compliance.models.tenants import VALUE_TIERS, SourceConfig, Tenant
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "AuditLogHead",
     "AuditNode",
     "AuditQueue",
+    "BackupSnapshot",
     "DeletionCertificate",
     "DownloadLink",
     "Export",
@@ -52,4 +60,5 @@ __all__ = [
     "Tenant",
     "TenantKey",
     "User",
+    "backup_snapshot_tenants",
 ]

@@ -1,16 +1,17 @@
 """What the retention promise needs remembered: holds, per-tenant overrides, each purge step
-done, and the report of every retention run."""
+done, the report of every retention run, and the catalogue of backup snapshots."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from compliance import clock
 from compliance.db import Base, BigId
+from compliance.models.tenants import Tenant
 
 
 class LegalHold(Base):
@@ -80,3 +81,34 @@ class RetentionRun(Base):
     report: Mapped[dict[str, Any] | None]
     started_at: Mapped[datetime] = mapped_column(default=clock.now)
     finished_at: Mapped[datetime | None]
+
+
+backup_snapshot_tenants = Table(
+    "backup_snapshot_tenants", Base.metadata,
+    Column("snapshot_id", ForeignKey("backup_snapshots.id"), primary_key=True),
+    Column("tenant_id", ForeignKey("tenants.id"), primary_key=True),
+    Index("ix_backup_snapshot_tenants_tenant", "tenant_id"),
+)
+
+
+class BackupSnapshot(Base):
+    """A backup we control: where it is (a storage URL and the object or prefix in it), which
+    tenants it holds, and how it goes away (deleted, or left to the crypto-shredding of its
+    tenants' keys). Purged once, when it is older than the backup retention."""
+
+    __tablename__ = "backup_snapshots"
+    __table_args__ = (
+        Index("ix_backup_snapshots_live", "taken_at", sqlite_where=text("purged_at IS NULL"),
+              postgresql_where=text("purged_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    taken_at: Mapped[datetime]
+    location: Mapped[str] = mapped_column(String(1000))  # a directory path or s3://bucket/prefix
+    object: Mapped[str] = mapped_column(String(1000))  # the snapshot's object name or prefix in it
+    method: Mapped[str] = mapped_column(String(16), default="delete")  # delete | crypto_shred
+    registered_by: Mapped[str] = mapped_column(String(120))
+    registered_at: Mapped[datetime] = mapped_column(default=clock.now)
+    purged_at: Mapped[datetime | None]
+    purge_error: Mapped[str | None] = mapped_column(Text)
+    tenants: Mapped[list[Tenant]] = relationship(secondary=backup_snapshot_tenants, order_by="Tenant.id")

@@ -42,6 +42,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    any_,
     cast,
     create_engine,
     delete,
@@ -75,7 +76,10 @@ from exporters.sources.sql_types import (
     to_batch,
 )
 
-ERASE_BATCH = 5_000  # primary keys per DELETE, each batch its own transaction
+ERASE_BATCH = 5_000  # rows per DELETE, each batch its own transaction
+# PostgreSQL erases each batch in one statement picking rows by ctid; the generic batches of
+# primary keys otherwise.
+ERASE_BY_CTID = True
 # PostgreSQL tables are read through the ADBC driver (COPY BINARY straight into Arrow) when it
 # is installed and every column has an exact fast form; the generic path otherwise.
 FAST_PATH = True
@@ -293,7 +297,8 @@ class SqlSource(Source):
         return order
 
     def _erase_table(self, name: str, scope: Scope) -> int:
-        """Delete in batches of primary keys so no transaction locks a whole tenant at once."""
+        """Delete in batches of at most ``ERASE_BATCH`` rows, each its own transaction, so no
+        transaction locks a whole tenant at once."""
         table, where = self._table(name), self._in_scope(name, scope)
         keys = list(table.primary_key.columns)
         removed = 0
@@ -301,6 +306,8 @@ class SqlSource(Source):
             if not keys:  # nothing to batch by: one statement
                 with self._get_engine().begin() as conn:
                     return conn.execute(delete(table).where(where)).rowcount
+            if ERASE_BY_CTID and self._get_engine().dialect.name == "postgresql":
+                return self._erase_by_ctid(name, table, where)
             key = keys[0] if len(keys) == 1 else tuple_(*keys)
             while True:
                 with self._get_engine().begin() as conn:
@@ -314,6 +321,32 @@ class SqlSource(Source):
                     raise SourceError(f"erasing {name}: {len(batch)} rows in scope remain but "
                                       "DELETE removes none (a trigger or rule refuses it?)")
                 removed += deleted
+
+    def _erase_by_ctid(self, name: str, table: Table, where: ColumnElement[bool]) -> int:
+        """PostgreSQL: one statement per batch, ``DELETE ... WHERE ctid = ANY(ARRAY(SELECT
+        ctid ... LIMIT n)) AND <scope>``, a TID scan of rows the server picked itself, with no
+        keys travelling to Python and back (several times faster than the generic batches).
+        The scope is checked again on the rows deleted, so a row moved meanwhile is never
+        taken for another."""
+        ctid = literal_column("ctid")
+        chosen = (select(ctid).select_from(table).where(where).limit(ERASE_BATCH)
+                  .correlate(None).scalar_subquery())
+        statement = delete(table).where(ctid == any_(func.array(chosen)), where)
+        remaining = select(literal_column("1")).select_from(table).where(where).limit(1)
+        removed = 0
+        while True:
+            with self._get_engine().begin() as conn:
+                deleted = conn.execute(statement).rowcount
+            removed += deleted
+            # Whether rows remain is asked after the commit, holding no lock: cheap while they
+            # do (the first match ends it), and it spares the last, empty DELETE, which would
+            # scan the whole table inside a transaction.
+            with self._get_engine().connect() as conn:
+                if conn.execute(remaining).first() is None:
+                    return removed
+            if deleted == 0:
+                raise SourceError(f"erasing {name}: rows in scope remain but DELETE removes "
+                                  "none (a trigger or rule refuses it?)")
 
     # -- database --------------------------------------------------------------------------
 

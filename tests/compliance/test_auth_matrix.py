@@ -70,6 +70,8 @@ EXPECTED: dict[str, set[str] | str] = {
     "retention.start_run": {"admin"},
     "retention.list_runs": {"admin", "legal", "auditor"},
     "retention.get_run": {"admin", "legal", "auditor"},
+    "backups.register_snapshot": {"admin"},
+    "backups.list_snapshots": {"admin", "legal", "auditor"},
 }
 
 
