@@ -159,3 +159,76 @@ def test_sigkill_mid_pull_and_mid_assemble(env: dict[str, str]) -> None:
     with engine.connect() as connection:
         assert connection.execute(text("SELECT status FROM offboarding_requests")).scalar() == "export_ready"
     engine.dispose()
+
+
+PURGE_ROWS = 400_000  # half the tenant's: 40 erase batches, long enough to be caught between two
+PURGE_SETUP = f"""
+import sqlite3, sys
+from datetime import UTC, datetime, timedelta
+from compliance import config, db, queues
+from compliance.models import SourceConfig, Tenant
+from exporters.sources.sql import SqlSource
+from retention import purge
+settings = config.use(config.load())
+db.configure(settings.database_url)
+queues.configure(settings)
+with sqlite3.connect(sys.argv[1]) as app:
+    app.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, body TEXT)")
+    app.executemany("INSERT INTO events (tenant, body) VALUES (?, ?)",
+                    (("gone" if n % 2 else "kept", "x" * 60) for n in range({PURGE_ROWS})))
+with db.transaction():
+    tenant = Tenant(external_ref="gone", name="Gone Co", region="DE",
+                    closed_at=datetime.now(UTC) - timedelta(days=91))
+    db.session.add(tenant)
+    db.session.flush()
+    db.session.add(SourceConfig(tenant_id=tenant.id, kind="sql", name="app", config=SqlSource.validate(
+        {{"url": f"sqlite:///{{sys.argv[1]}}",
+          "tables": [{{"name": "events", "tenant_column": "tenant"}}]}})))
+assert purge.scheduled_sweep() == 1
+print(tenant.id)
+"""
+NEXT_RUN = """
+import json, sys
+from compliance import config, db, queues
+from retention import purge
+settings = config.use(config.load())
+db.configure(settings.database_url)
+queues.configure(settings)
+print(json.dumps(purge.purge_tenant(int(sys.argv[1]))["status"]))
+"""
+
+
+def test_sigkill_mid_purge_resumes_on_the_next_run(env: dict[str, str], tmp_path: Path) -> None:
+    """The purge's worker dies between two erase batches: what was erased stays erased, the
+    tenant is not marked purged, and the next run finishes it with one event per system."""
+    instance = Path(env["OFFBOARD_INSTANCE_DIR"])
+    subprocess.run([sys.executable, "-m", "compliance.cli", "db", "upgrade"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    app_db = tmp_path / "app.db"
+    tenant_id = int(python(env, PURGE_SETUP, str(app_db)))
+    app = create_engine(f"sqlite:///{app_db}")
+    engine = create_engine(env.get("DATABASE_URL") or f"sqlite:///{instance / 'offboard.db'}")
+    count = "SELECT count(*) FROM events WHERE tenant = '{}'"
+
+    dying = worker(env)
+    wait_for(app, count.format("gone"), lambda row: 0 < row[0] < PURGE_ROWS // 2, timeout=120)
+    sigkill_tree(dying)
+    with app.connect() as connection:
+        assert 0 < connection.execute(text(count.format("gone"))).scalar() < PURGE_ROWS // 2
+    with engine.connect() as connection:
+        purged = f"SELECT purged_at FROM tenants WHERE id = {tenant_id}"
+        assert connection.execute(text(purged)).scalar() is None
+        events = "SELECT count(*) FROM audit_events WHERE action LIKE 'purge.%'"
+        assert connection.execute(text(events)).scalar() == 0
+
+    assert python(env, NEXT_RUN, str(tenant_id)).splitlines()[-1] == '"purged"'
+    with app.connect() as connection:
+        assert connection.execute(text(count.format("gone"))).scalar() == 0
+        assert connection.execute(text(count.format("kept"))).scalar() == PURGE_ROWS // 2
+    with engine.connect() as connection:
+        assert connection.execute(text(purged)).scalar()
+        actions = dict(connection.execute(text(
+            "SELECT action, count(*) FROM audit_events WHERE action LIKE 'purge.%' GROUP BY action")).all())
+    assert actions["purge.source_erased"] == 1 and actions["purge.completed"] == 1
+    app.dispose()
+    engine.dispose()
