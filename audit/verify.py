@@ -9,9 +9,10 @@ seconds. It stops at the first problem and names the first bad index:
 - a leaf whose stored hash is not the hash of its canonical JSON;
 - a stored subtree hash the events no longer produce (events swapped or rewritten together
   with their leaf hashes) — named by the first index of that subtree;
-- a checkpoint whose signature fails, whose note disagrees with its row, or whose root the
-  recomputed tree does not reach at its size — named by the first index after the last
-  checkpoint that still matched, as nothing before it can be trusted less;
+- a checkpoint whose signature fails or whose note disagrees with its row — named as index 0,
+  since nothing it signs can be relied on;
+- a checkpoint whose root the recomputed tree does not reach at its size — named by the
+  first index after the last checkpoint that still matched;
 - a checkpoint larger than the log (a truncated log) — named by the first missing index.
 """
 
