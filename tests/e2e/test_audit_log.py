@@ -18,9 +18,9 @@ import sys
 import audit
 from audit import log
 from compliance import db
-from compliance.cli import _database
+from compliance.cli_support import database
 
-_database()
+database()
 writer = int(sys.argv[1])
 for batch in range({EVENTS // PER_TRANSACTION}):
     with db.transaction():
