@@ -121,10 +121,10 @@ def _dataset_entries(export: Export, scope: Scope, storage_root: Path, work: Pat
             outputs = _write_formats(export.formats, reader, work / folder, stem, deflated, beside)
             entries += [_entry(f"{folder}/{out.name}", work / folder / out.name, out, base)
                         for out in outputs]
-            source = registry.get(task.source.kind)(task.source.config)
-            if hasattr(source, "iter_files") and task.source_config_id not in copied:
-                copied.add(task.source_config_id)  # a source's files once, however many datasets
-                entries += _copy_files(source, scope, task.source.name, base, work, deflated)
+            with registry.get(task.source.kind)(task.source.config) as source:
+                if hasattr(source, "iter_files") and task.source_config_id not in copied:
+                    copied.add(task.source_config_id)  # a source's files once, however many datasets
+                    entries += _copy_files(source, scope, task.source.name, base, work, deflated)
             columns, samples = sample_rows(reader())
             summaries.append({"name": task.dataset, "category": task.category,
                               "source": task.source.name, "rows": task.rows, "bytes": task.bytes,

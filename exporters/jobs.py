@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
@@ -22,7 +20,7 @@ import audit
 from compliance import clock, config, db, queues, workflow
 from compliance.models import Export, ExportTask, OffboardingRequest, SourceConfig
 from exporters import bundle, delivery
-from exporters.sources import Scope, Source, registry
+from exporters.sources import Scope, registry
 from exporters.staging import staging_dir, write_stream
 from exporters.storage import LocalStorage, Storage, open_storage
 
@@ -64,7 +62,7 @@ def start_export(export_id: int) -> None:
         planned: list[ExportTask] = []
         for source_config in configs:
             try:
-                with _opened(source_config) as source:
+                with registry.get(source_config.kind)(source_config.config) as source:
                     datasets = source.datasets(scope)
             except Exception as error:
                 # Nothing is planned unless every source answered: a retry plans everything again.
@@ -123,7 +121,7 @@ def pull(task_id: int) -> None:
             last_write = time.monotonic()
 
     try:
-        with _opened(source_config) as source:
+        with registry.get(source_config.kind)(source_config.config) as source:
             dataset = next(d for d in source.datasets(scope) if d.name == dataset_name)
             batches = source.read(dataset, scope, config.current().batch_rows)
             rows, size = write_stream(path, dataset.schema, batches, progress, tenant_id=tenant_id,
@@ -232,18 +230,6 @@ def _abandon(export: Export) -> None:
     export.status, export.error, export.finished_at = "failed", reason, clock.now()
     audit.record("export.failed", actor=audit.SYSTEM, tenant_id=export.request.tenant_id,
                  request_id=export.request_id, subject=("export", export.id), data={"reason": reason})
-
-
-@contextmanager
-def _opened(source_config: SourceConfig) -> Iterator[Source]:
-    """A connector for the config, closed afterwards when it holds connections."""
-    source = registry.get(source_config.kind)(source_config.config)
-    try:
-        yield source
-    finally:
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
 
 
 def _fail_export(export: Export, reason: str) -> None:

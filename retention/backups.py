@@ -38,7 +38,6 @@ from compliance import clock, config, db, notify
 from compliance.models import (
     BackupSnapshot,
     LegalHold,
-    PurgeStep,
     RetentionRun,
     Tenant,
     backup_snapshot_tenants,
@@ -265,13 +264,13 @@ def _purge_tenant(tenant_id: int) -> dict[str, Any]:
     """Crypto-shred the tenant (unless held, checked where the keys are destroyed), record it once,
     then certify and notify."""
     with db.transaction():
-        step = _locked_step(tenant_id)
+        step = purge.locked_step(tenant_id, STEP, "backups")
         if step.status == "pending":
             step.attempts += 1
             step.started_at = step.started_at or clock.now()
     try:
         with db.transaction():
-            step = _locked_step(tenant_id)
+            step = purge.locked_step(tenant_id, STEP, "backups")
             tenant = db.session.scalar(select(Tenant).where(Tenant.id == tenant_id).with_for_update()
                                        .execution_options(populate_existing=True))
             assert tenant is not None
@@ -293,34 +292,20 @@ def _purge_tenant(tenant_id: int) -> dict[str, Any]:
             step.result = {**data, "keys": destroyed}
     except holds.HoldActive as held:
         with db.transaction():
-            _locked_step(tenant_id).attempts -= 1  # refused, not tried
+            purge.locked_step(tenant_id, STEP, "backups").attempts -= 1  # refused, not tried
         log.info("backups_purge_held", tenant_id=tenant_id, holds=held.hold_ids)
         return {"tenant_id": tenant_id, "status": "held", "holds": held.hold_ids, "exception": str(held)}
     except Exception as error:  # the next sweep tries again
         message = f"{type(error).__name__}: {error}"[:2000]
         log.warning("backups_purge_failed", tenant_id=tenant_id, error=message[:300])
         with db.transaction():
-            _locked_step(tenant_id).last_error = message
+            purge.locked_step(tenant_id, STEP, "backups").last_error = message
         return {"tenant_id": tenant_id, "status": "failed", "error": message}
     result: dict[str, Any] = {"tenant_id": tenant_id, "status": "purged", "keys": destroyed, **data}
     result["certificate"] = purge.certify(tenant_id, "backups", request_id)
     result["notified"] = _notify(tenant_id, request_id, result)
     log.info("backups_purged", tenant_id=tenant_id, keys=destroyed, snapshots=data["snapshots"])
     return result
-
-
-def _locked_step(tenant_id: int) -> PurgeStep:
-    query = (select(PurgeStep).where(PurgeStep.tenant_id == tenant_id, PurgeStep.kind == "backups",
-                                     PurgeStep.system == STEP)
-             .with_for_update().execution_options(populate_existing=True))
-    step = db.session.scalar(query)
-    if step is None:
-        db.session.add(PurgeStep(tenant_id=tenant_id, kind="backups", system=STEP, status="pending",
-                                 attempts=0))
-        db.session.flush()
-        step = db.session.scalar(query)
-    assert step is not None
-    return step
 
 
 def _notify(tenant_id: int, request_id: int | None, result: dict[str, Any]) -> list[str]:

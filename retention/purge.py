@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +41,7 @@ from compliance.models import (
     User,
 )
 from exporters import links
-from exporters.sources import Scope, Source, registry
+from exporters.sources import Scope, registry
 from exporters.staging import staging_dir
 from exporters.storage import LocalStorage, Storage, open_storage
 from retention import holds, policy
@@ -138,7 +137,7 @@ def _step(tenant_id: int, system: str, family: str, work: Callable[[], dict[str,
         final = step.attempts > len(intervals)
         try:
             with db.transaction():
-                step = _locked_step(tenant_id, system)
+                step = locked_step(tenant_id, system)
                 if step.status == "done":  # another run finished it meanwhile
                     return _summary(step)
                 holds.ensure_none(tenant_id)  # a hold placed a second ago still wins; errors propagate
@@ -167,7 +166,7 @@ def _claim(tenant_id: int, system: str) -> PurgeStep:
     """Count an attempt before making it, so a source that kills the worker still runs out of
     tries; a step that failed in an earlier run starts a fresh round."""
     with db.transaction():
-        step = _locked_step(tenant_id, system)
+        step = locked_step(tenant_id, system)
         if step.status == "failed":
             step.status, step.attempts, step.last_error, step.finished_at = "pending", 0, None, None
         if step.status == "pending":
@@ -178,17 +177,19 @@ def _claim(tenant_id: int, system: str) -> PurgeStep:
 
 def _uncount(tenant_id: int, system: str) -> None:
     with db.transaction():
-        step = _locked_step(tenant_id, system)
+        step = locked_step(tenant_id, system)
         step.attempts = max(0, step.attempts - 1)
 
 
-def _locked_step(tenant_id: int, system: str) -> PurgeStep:
-    query = (select(PurgeStep).where(PurgeStep.tenant_id == tenant_id, PurgeStep.kind == "primary",
+def locked_step(tenant_id: int, system: str, kind: str = "primary") -> PurgeStep:
+    """The tenant's step for ``system`` in a ``kind`` of purge, made on first use, locked until
+    the transaction ends (so two runs never do one step at once)."""
+    query = (select(PurgeStep).where(PurgeStep.tenant_id == tenant_id, PurgeStep.kind == kind,
                                      PurgeStep.system == system)
              .with_for_update().execution_options(populate_existing=True))
     step = db.session.scalar(query)
     if step is None:
-        db.session.add(PurgeStep(tenant_id=tenant_id, kind="primary", system=system, status="pending",
+        db.session.add(PurgeStep(tenant_id=tenant_id, kind=kind, system=system, status="pending",
                                  attempts=0))
         db.session.flush()
         step = db.session.scalar(query)
@@ -199,7 +200,7 @@ def _locked_step(tenant_id: int, system: str) -> PurgeStep:
 def _record_failure(tenant_id: int, system: str, family: str, error: str, final: bool,
                     request_id: int | None, source: SourceRef | None) -> PurgeStep:
     with db.transaction():
-        step = _locked_step(tenant_id, system)
+        step = locked_step(tenant_id, system)
         step.last_error = error
         if final:
             step.status, step.finished_at = "failed", clock.now()
@@ -225,7 +226,7 @@ def _summary(step: PurgeStep) -> dict[str, Any]:
 
 def _erase_source(source: SourceRef, scope: Scope) -> dict[str, Any]:
     """Erase, then count again: only the re-count proves the system empty."""
-    with _opened(source) as connector:
+    with registry.get(source.kind)(source.config) as connector:
         categories = sorted({dataset.category for dataset in connector.datasets(scope)})
         started = clock.now().isoformat()
         removed = connector.erase(scope)
@@ -390,7 +391,7 @@ def plan_tenant(tenant_id: int) -> dict[str, Any]:
 def _plan_source(source: SourceConfig, scope: Scope) -> dict[str, Any]:
     entry: dict[str, Any] = {"source_id": source.id, "source": source.name, "kind": source.kind}
     try:
-        with _opened(SourceRef(source.id, source.name, source.kind, dict(source.config))) as connector:
+        with registry.get(source.kind)(source.config) as connector:
             return {**entry, "counts": connector.count(scope)}
     except Exception as error:  # the plan says which source would fail, and goes on
         return {**entry, "error": f"{type(error).__name__}: {error}"[:500]}
@@ -470,17 +471,6 @@ def _exports(tenant_id: int) -> list[Export]:
 def latest_request(tenant_id: int) -> int | None:
     return db.session.scalar(select(OffboardingRequest.id).where(OffboardingRequest.tenant_id == tenant_id)
                              .order_by(OffboardingRequest.id.desc()).limit(1))
-
-
-@contextmanager
-def _opened(source: SourceRef) -> Iterator[Source]:
-    connector = registry.get(source.kind)(source.config)
-    try:
-        yield connector
-    finally:
-        close = getattr(connector, "close", None)
-        if close is not None:
-            close()
 
 
 def _storage() -> Storage:

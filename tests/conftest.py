@@ -4,6 +4,7 @@ service fails the run instead of skipping."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -134,3 +135,13 @@ def work(redis: Redis) -> Callable[[], None]:
         worker.work(burst=True)
 
     return run
+
+
+@pytest.fixture
+def own_keys(settings: config.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Keys of this test's own (audit signing, master, link keys): a rotation here reaches no
+    other test."""
+    monkeypatch.delenv("OFFBOARD_AUDIT_SIGNING_KEY", raising=False)
+    config.use(dataclasses.replace(settings, keys_dir=tmp_path / "keys"))
+    yield
+    config.use(settings)

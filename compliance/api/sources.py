@@ -160,15 +160,12 @@ def run_check(source_config: SourceConfig) -> str | None:
     except registry.UnknownSource as unknown:
         return str(unknown)
     try:
-        source.check()
+        with source:
+            source.check()
     except SourceError as failure:
         return str(failure)
     except Exception as failure:  # a connector bug must not leak its message (secrets)
         return f"the {source_config.kind} connector failed unexpectedly ({type(failure).__name__})"
-    finally:
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
     return None
 
 

@@ -6,7 +6,7 @@ import abc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import pyarrow as pa
 from marshmallow import Schema, ValidationError, fields
@@ -84,6 +84,15 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def count(self, scope: Scope) -> dict[str, int]:
         """What is left of the scope's data per dataset (all zero after erase)."""
+
+    def close(self) -> None:  # noqa: B027 -- a source that holds nothing has nothing to release
+        """Release what the source holds (pooled connections); the next call opens afresh."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def redact(schema: type[Schema], config: dict[str, Any]) -> dict[str, Any]:

@@ -106,12 +106,6 @@ class SqlSource(Source):
             self._engine.dispose()
         self._engine = self._url = self._tables = None
 
-    def __enter__(self) -> SqlSource:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
     # -- the contract --------------------------------------------------------------------
 
     @property

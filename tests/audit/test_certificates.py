@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from audit.certificates import CertificateError, MissingEvidence
 from compliance import config, db
 from compliance.models import AuditEvent, DeletionCertificate, SourceConfig, Tenant
 
-pytestmark = pytest.mark.usefixtures("session")
+pytestmark = pytest.mark.usefixtures("session", "own_keys")
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "verify-a-certificate.md"
@@ -43,14 +42,6 @@ STARTED, FINISHED = "2026-06-01T02:00:00+00:00", "2026-06-01T02:07:31+00:00"
 PURGER = "system:purge"
 
 
-@pytest.fixture(autouse=True)
-def signing_keys(settings: config.Settings, tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Audit signing keys of this test's own (rotation here does not reach other tests)."""
-    monkeypatch.delenv(keys.ENV_VAR, raising=False)
-    config.use(dataclasses.replace(settings, keys_dir=tmp_path / "keys"))
-    yield
-    config.use(settings)
 
 
 @dataclasses.dataclass

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from audit import certificates
 from audit import keys as audit_keys
-from compliance import config, db, workflow
+from compliance import db, workflow
 from compliance.models import (
     AuditEvent,
     BackupSnapshot,
@@ -39,18 +38,11 @@ from exporters.storage import open_storage
 from retention import backups, holds, policy, purge
 from tests.exporters.conftest import bucket, moto_endpoint, s3_env  # noqa: F401 (fixtures)
 
+pytestmark = pytest.mark.usefixtures("own_keys")
 BACKUP_ACTIONS = ("backups.snapshot_registered", "backups.snapshot_deleted", "backups.snapshot_retired",
                   "backups.purged", "tenant_key.destroyed")
 
 
-@pytest.fixture(autouse=True)
-def signing_keys(settings: config.Settings, tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Audit signing keys and master keys of this test's own."""
-    monkeypatch.delenv(audit_keys.ENV_VAR, raising=False)
-    config.use(dataclasses.replace(settings, keys_dir=tmp_path / "keys"))
-    yield
-    config.use(settings)
 
 
 @dataclasses.dataclass

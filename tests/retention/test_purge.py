@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from audit import certificates, keys
 from compliance import clock as clock_module
-from compliance import config, db, workflow
+from compliance import db, workflow
 from compliance.models import (
     AuditEvent,
     DeletionCertificate,
@@ -42,21 +42,13 @@ from exporters.sources.files import FilesSource
 from exporters.staging import staging_dir
 from retention import holds, purge
 
-pytestmark = pytest.mark.usefixtures("session")
+pytestmark = pytest.mark.usefixtures("session", "own_keys")
 
 REF, OTHER = "acme-7", "other"
 PURGE_ACTIONS = ("purge.source_erased", "purge.source_failed", "purge.bundles_deleted",
                  "purge.staging_deleted", "purge.links_revoked", "purge.step_failed", "purge.completed")
 
 
-@pytest.fixture(autouse=True)
-def signing_keys(settings: config.Settings, tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Audit and link signing keys of this test's own."""
-    monkeypatch.delenv(keys.ENV_VAR, raising=False)
-    config.use(dataclasses.replace(settings, keys_dir=tmp_path / "keys"))
-    yield
-    config.use(settings)
 
 
 @dataclasses.dataclass
