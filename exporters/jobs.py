@@ -111,7 +111,7 @@ def pull(task_id: int) -> None:
         assert export is not None
         scope = Scope(tenant=export.request.tenant.external_ref)
         tenant_id, dataset_name = export.request.tenant_id, task.dataset
-        path = staging_dir(_work_root(), export.id) / f"{task.id}.arrows"
+        path = staging_dir(staging_root(), export.id) / f"{task.id}.arrows"
     last_write = time.monotonic()
 
     def progress(rows: int, size: int) -> None:
@@ -139,7 +139,7 @@ def pull(task_id: int) -> None:
 
 def assemble(export_id: int) -> None:
     """Once every pull is finished: fail the export in words, or build and publish the bundle."""
-    work_root = _work_root()
+    work_root = staging_root()
     with db.transaction():
         export = _locked_export(export_id)
         if export.status in ("ready", "failed"):
@@ -165,7 +165,7 @@ def assemble(export_id: int) -> None:
                 _fail_export(_locked_export(export_id), f"assembling the bundle failed: {error}")
         raise
     name = f"exports/{export_id}/bundle.zip.obx"
-    storage = _storage()
+    storage = bundle_storage()
     storage.publish(name, built.path)
     with db.transaction():  # read back once now, so the first customer download does not wait
         export = _locked_export(export_id)
@@ -258,13 +258,14 @@ def _set_export_job(export_id: int, job_id: str) -> None:
         db.session.execute(update(Export).where(Export.id == export_id).values(job_id=job_id))
 
 
-def _storage() -> Storage:
+def bundle_storage() -> Storage:
+    """Where bundles are kept, as configured (a local directory by default)."""
     settings = config.current()
     return open_storage(settings.storage, local_root_default=settings.instance_dir / "bundles")
 
 
-def _work_root() -> Path:
+def staging_root() -> Path:
     """Staging and build stay local; with local storage, beside the bundles so publish is a rename."""
-    storage = _storage()
+    storage = bundle_storage()
     return storage.root if isinstance(storage, LocalStorage) else config.current().instance_dir / "work"
 

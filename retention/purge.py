@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -40,10 +39,9 @@ from compliance.models import (
     Tenant,
     User,
 )
-from exporters import links
+from exporters import jobs, links
 from exporters.sources import Scope, registry
 from exporters.staging import staging_dir
-from exporters.storage import LocalStorage, Storage, open_storage
 from retention import holds, policy
 
 QUEUE = "retention"
@@ -249,7 +247,7 @@ def _revoke_links(tenant_id: int) -> dict[str, Any]:
 
 
 def _delete_bundles(tenant_id: int) -> dict[str, Any]:
-    storage, started = _storage(), clock.now().isoformat()
+    storage, started = jobs.bundle_storage(), clock.now().isoformat()
     objects = size = 0
     for export in _exports(tenant_id):
         if export.bundle_name and storage.exists(export.bundle_name):
@@ -265,7 +263,7 @@ def _delete_bundles(tenant_id: int) -> dict[str, Any]:
 def _delete_staging(tenant_id: int) -> dict[str, Any]:
     started, files = clock.now().isoformat(), 0
     for export in _exports(tenant_id):
-        folder = staging_dir(_work_root(), export.id)
+        folder = staging_dir(jobs.staging_root(), export.id)
         if folder.exists():
             files += sum(1 for item in folder.rglob("*") if item.is_file())
             shutil.rmtree(folder)
@@ -369,9 +367,9 @@ def plan_tenant(tenant_id: int) -> dict[str, Any]:
     tenant = db.session.get(Tenant, tenant_id)
     if tenant is None:
         raise LookupError(f"tenant {tenant_id} not found")
-    scope, storage, exports = Scope(tenant=tenant.external_ref), _storage(), _exports(tenant_id)
+    scope, storage, exports = Scope(tenant=tenant.external_ref), jobs.bundle_storage(), _exports(tenant_id)
     bundles = [e.bundle_name for e in exports if e.bundle_name and storage.exists(e.bundle_name)]
-    staged = [staging_dir(_work_root(), e.id) for e in exports]
+    staged = [staging_dir(jobs.staging_root(), e.id) for e in exports]
     due = policy.schedule_of(tenant).primary_due
     return {
         "tenant_id": tenant_id, "external_ref": tenant.external_ref,
@@ -471,14 +469,3 @@ def _exports(tenant_id: int) -> list[Export]:
 def latest_request(tenant_id: int) -> int | None:
     return db.session.scalar(select(OffboardingRequest.id).where(OffboardingRequest.tenant_id == tenant_id)
                              .order_by(OffboardingRequest.id.desc()).limit(1))
-
-
-def _storage() -> Storage:
-    settings = config.current()
-    return open_storage(settings.storage, local_root_default=settings.instance_dir / "bundles")
-
-
-def _work_root() -> Path:
-    """Where export jobs stage (as ``exporters.jobs`` decides): beside local bundles, else instance/work."""
-    storage = _storage()
-    return storage.root if isinstance(storage, LocalStorage) else config.current().instance_dir / "work"

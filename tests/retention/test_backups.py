@@ -33,9 +33,9 @@ from compliance.models import (
     TenantKey,
     User,
 )
-from exporters import delivery
+from exporters import delivery, jobs
 from exporters.storage import open_storage
-from retention import backups, holds, policy, purge
+from retention import backups, holds, policy
 from tests.exporters.conftest import bucket, moto_endpoint, s3_env  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("own_keys")
@@ -63,7 +63,7 @@ def sealed_export(tenant: Tenant, tmp_path: Path) -> Export:
     export.bundle_sha256 = hashlib.sha256(plain.read_bytes()).hexdigest()
     delivery.seal(plain, sealed, tenant_id=tenant.id, sha256=export.bundle_sha256, actor="test")
     export.bundle_name = f"exports/{export.id}/bundle.zip.obx"
-    purge._storage().publish(export.bundle_name, sealed)
+    jobs.bundle_storage().publish(export.bundle_name, sealed)
     return export
 
 

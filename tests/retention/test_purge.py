@@ -35,7 +35,7 @@ from compliance.models import (
     Tenant,
     User,
 )
-from exporters import links
+from exporters import jobs, links
 from exporters.sources import Scope, registry
 from exporters.sources.demo import DemoSource
 from exporters.sources.files import FilesSource
@@ -88,13 +88,13 @@ def ready_export(tenant: Tenant) -> Export:
     db.session.add(export)
     db.session.flush()
     content = f"bundle of {tenant.external_ref}".encode()
-    built = purge._work_root() / f"built-{export.id}"
+    built = jobs.staging_root() / f"built-{export.id}"
     built.parent.mkdir(parents=True, exist_ok=True)
     built.write_bytes(content)
     export.bundle_name = f"exports/{export.id}/bundle.zip.obx"
     export.bundle_sha256, export.bundle_bytes = hashlib.sha256(content).hexdigest(), len(content)
-    purge._storage().publish(export.bundle_name, built)
-    staged = staging_dir(purge._work_root(), export.id)
+    jobs.bundle_storage().publish(export.bundle_name, built)
+    staged = staging_dir(jobs.staging_root(), export.id)
     staged.mkdir(parents=True, exist_ok=True)
     (staged / "1.arrows").write_bytes(b"staged rows")
     return export
@@ -145,11 +145,11 @@ def actions(tenant_id: int) -> Counter[str]:
 
 def stored(export: Export) -> bool:
     assert export.bundle_name is not None
-    return purge._storage().exists(export.bundle_name)
+    return jobs.bundle_storage().exists(export.bundle_name)
 
 
 def staged(export: Export) -> bool:
-    return staging_dir(purge._work_root(), export.id).exists()
+    return staging_dir(jobs.staging_root(), export.id).exists()
 
 
 def untouched(world: World) -> None:
