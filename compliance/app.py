@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from compliance import api, auth, config, db, download, observability, queues
+from compliance import admin, api, auth, config, db, download, observability, queues
 from compliance.config import Settings
 from exporters.sources import registry
 
@@ -33,4 +33,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.init_app(app)
     api.init_app(app)
     download.init_app(app, settings)
+    admin.init_app(app)
     return app

@@ -15,20 +15,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from argon2 import PasswordHasher
 from flask import Flask, current_app, g, request
 from flask_smorest import abort
 from sqlalchemy import select
 
 import audit
-from compliance import clock, db
+from compliance import clock, db, signin
 from compliance.models import ROLES, ApiKey, User
 
 View = TypeVar("View", bound=Callable[..., Any])
 KEY_PATTERN = re.compile(r"^ob_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 _DUMMY_HASH = hashlib.sha256(b"no such key").digest()
-_password_hasher = PasswordHasher()
 
 
 @dataclass(frozen=True)
@@ -65,6 +63,20 @@ def current_principal() -> Principal:
     return g.principal
 
 
+def session_realm(app: Flask, blueprint: str, authenticate: Callable[[], Principal]) -> None:
+    """Views of ``blueprint`` authenticate with a browser session (``authenticate`` answers the
+    principal or raises, e.g. a redirect to the sign-in page) instead of an API key."""
+    app.extensions.setdefault("offboard_session_realms", {})[blueprint] = authenticate
+
+
+def may(endpoint: str) -> bool:
+    """Whether the current principal passes ``endpoint``'s role rule: pages show a button only
+    when its form would be accepted."""
+    roles = getattr(current_app.view_functions.get(endpoint), "roles", frozenset())
+    principal = g.get("principal")
+    return principal is not None and principal.role in roles
+
+
 def init_app(app: Flask) -> None:
     app.before_request(_authorize)
     public_endpoint(app, "static")
@@ -78,10 +90,10 @@ def _authorize() -> None:
     roles: frozenset[str] | None = getattr(view, "roles", None)
     if roles is None:
         abort(403, message="this route declares no role rule, so nobody may call it")
-    principal = _authenticate()
+    realm = current_app.extensions.get("offboard_session_realms", {}).get(request.blueprint)
+    g.principal = principal = realm() if realm else _authenticate()
     if principal.role not in roles:
         abort(403, message=f"role '{principal.role}' may not do this; needs one of {sorted(roles)}")
-    g.principal = principal
 
 
 def _authenticate() -> Principal:
@@ -141,7 +153,7 @@ def create_user(*, email: str, name: str, role: str, password: str, actor: str) 
     if db.session.scalar(select(User.id).where(User.email == email.lower())) is not None:
         raise ValueError(f"a user with email {email} already exists")
     user = User(email=email.lower(), name=name, role=role,
-                password_hash=_password_hasher.hash(password))
+                password_hash=signin.hash_password(password))
     db.session.add(user)
     db.session.flush()
     audit.record("user.created", actor=actor, subject=("user", user.id),

@@ -80,7 +80,8 @@ def init_app(app: Flask) -> None:
 
 
 def _require_json_body() -> None:
-    if request.method in BODY_METHODS and request.content_length and not request.is_json:
+    if (request.method in BODY_METHODS and request.path.startswith("/api/")
+            and request.content_length and not request.is_json):
         abort(415, message="send the body as application/json")
 
 

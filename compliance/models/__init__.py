@@ -9,7 +9,7 @@ from compliance.models.audit import (
     AuditQueue,
     DeletionCertificate,
 )
-from compliance.models.auth import ROLES, ApiKey, IdempotencyRecord, User
+from compliance.models.auth import ROLES, ApiKey, IdempotencyRecord, StaffSession, User
 from compliance.models.delivery import DownloadLink, OutboxMessage, TenantKey
 from compliance.models.requests import (
     CHANNELS,
@@ -57,6 +57,7 @@ __all__ = [
     "RetentionOverride",
     "RetentionRun",
     "SourceConfig",
+    "StaffSession",
     "Tenant",
     "TenantKey",
     "User",

@@ -1,0 +1,16 @@
+"""SKELETON (replaced by the page's owner)."""
+
+from __future__ import annotations
+
+from flask import render_template_string
+
+from compliance.admin import bp
+from compliance.auth import requires
+from compliance.models import ROLES
+
+
+@bp.route("/")
+@requires(*ROLES)
+def dashboard() -> str:
+    return render_template_string('{% extends "admin/base.html" %}{% block title %}dashboard{% endblock %}'
+                                  '{% block content %}<h1>dashboard</h1>{% endblock %}')
