@@ -161,6 +161,42 @@ def create_user(*, email: str, name: str, role: str, password: str, actor: str) 
     return user
 
 
+def find_user(email: str) -> User:
+    user = db.session.scalar(select(User).where(User.email == email.strip().lower()).with_for_update())
+    if user is None:
+        raise LookupError(f"no user has email {email}")
+    return user
+
+
+def unlock_user(email: str, *, actor: str) -> User:
+    """Lift a sign-in lockout before it ends by itself."""
+    user = find_user(email)
+    user.failed_sign_ins, user.locked_until = 0, None
+    audit.record("user.unlocked", actor=actor, subject=("user", user.id), data={"email": user.email})
+    return user
+
+
+def set_password(email: str, password: str, *, actor: str) -> User:
+    if len(password) < 12:
+        raise ValueError("the password must be at least 12 characters")
+    user = find_user(email)
+    user.password_hash = signin.hash_password(password)
+    user.failed_sign_ins, user.locked_until = 0, None
+    signin.end_sessions(user)  # whoever knew the old password is signed out
+    audit.record("user.password_set", actor=actor, subject=("user", user.id), data={"email": user.email})
+    return user
+
+
+def disable_user(email: str, *, actor: str) -> User:
+    """Nobody signs in as this user any more; their sessions end at once."""
+    user = find_user(email)
+    if user.disabled_at is None:
+        user.disabled_at = clock.now()
+        signin.end_sessions(user)
+        audit.record("user.disabled", actor=actor, subject=("user", user.id), data={"email": user.email})
+    return user
+
+
 def _digest(secret: str) -> bytes:
     # API keys carry 256 random bits, so a fast hash is enough (passwords get argon2).
     return hashlib.sha256(secret.encode()).digest()

@@ -10,7 +10,7 @@ from sqlalchemy import or_, select
 import audit
 from compliance import auth, cli_audit, cli_retention, config, db, schema
 from compliance.cli_support import CLI_ACTOR, database, one_line_errors
-from compliance.models import ROLES, ApiKey, Tenant
+from compliance.models import ROLES, ApiKey, Tenant, User
 
 
 @click.group()
@@ -80,6 +80,52 @@ def create_user(email: str, name: str, role: str, password: str) -> None:
         user = auth.create_user(email=email, name=name, role=role, password=password,
                                 actor=CLI_ACTOR)
     click.echo(f"created user {user.id} <{user.email}> with role {role}")
+
+
+@users.command(name="list")
+@one_line_errors
+def list_users() -> None:
+    """Everyone who may sign in, and who may not any more."""
+    database()
+    for user in db.session.scalars(select(User).order_by(User.id)):
+        state = ("disabled" if user.disabled_at else
+                 f"locked until {user.locked_until:%Y-%m-%d %H:%M} UTC" if user.locked_until else "active")
+        seen = f"{user.last_sign_in_at:%Y-%m-%d %H:%M} UTC" if user.last_sign_in_at else "never"
+        click.echo(f"{user.id}\t{user.email}\t{user.role}\t{state}\tlast sign-in {seen}")
+
+
+@users.command(name="unlock")
+@click.argument("email")
+@one_line_errors
+def unlock_user(email: str) -> None:
+    """Lift a lockout after too many failed sign-ins."""
+    database()
+    with db.transaction():
+        user = auth.unlock_user(email, actor=CLI_ACTOR)
+    click.echo(f"unlocked {user.email}")
+
+
+@users.command(name="set-password")
+@click.argument("email")
+@click.password_option(envvar="OFFBOARD_PASSWORD", help="Prompted for when not given.")
+@one_line_errors
+def set_password(email: str, password: str) -> None:
+    """Give a user a new password; their open sessions end."""
+    database()
+    with db.transaction():
+        user = auth.set_password(email, password, actor=CLI_ACTOR)
+    click.echo(f"new password set for {user.email}; their sessions were ended")
+
+
+@users.command(name="disable")
+@click.argument("email")
+@one_line_errors
+def disable_user(email: str) -> None:
+    """Stop a user from signing in; their open sessions end at once."""
+    database()
+    with db.transaction():
+        user = auth.disable_user(email, actor=CLI_ACTOR)
+    click.echo(f"disabled {user.email}")
 
 
 @main.group()

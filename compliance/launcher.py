@@ -25,6 +25,7 @@ def run(host: str, port: int) -> int:
     schema.upgrade(settings.database_url)
     seed.seed_demo_tenant(settings)
     admin_key = seed.bootstrap_admin_key()
+    first_user = seed.bootstrap_admin_user()
     db.dispose()
 
     env = dict(os.environ, OFFBOARD_INSTANCE_DIR=str(settings.instance_dir), PORT=str(port))
@@ -41,7 +42,7 @@ def run(host: str, port: int) -> int:
     # Own process groups: Ctrl-C reaches only this supervisor, which stops each child once.
     processes = {name: subprocess.Popen(argv, env=env, process_group=0)
                  for name, argv in children.items()}
-    _announce(settings, host, port, admin_key)
+    _announce(settings, host, port, admin_key, first_user)
     stopping: list[int] = []
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -75,10 +76,12 @@ def _stop_all(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def _announce(settings: Settings, host: str, port: int, admin_key: str | None) -> None:
+def _announce(settings: Settings, host: str, port: int, admin_key: str | None,
+              first_user: tuple[str, str] | None) -> None:
     base = f"http://{'localhost' if host in ('0.0.0.0', '127.0.0.1') else host}:{port}"  # noqa: S104
     lines = [
         "Offboard is running (Ctrl-C stops it).",
+        f"  Admin pages:  {base}/admin/",
         f"  API:          {base}/api/v1",
         f"  API docs:     {base}/api/docs",
         f"  Health:       {base}/healthz",
@@ -91,5 +94,9 @@ def _announce(settings: Settings, host: str, port: int, admin_key: str | None) -
     else:
         lines += ["", "An admin API key exists already; make another with "
                       "`offboard keys create --role admin --name NAME`."]
+    if first_user:
+        lines += ["", "Bootstrap admin for the admin pages (password shown once, stored as argon2):",
+                  f"  email: {first_user[0]}", f"  password: {first_user[1]}",
+                  "  Add people with `offboard users create --email ... --name ... --role csm`."]
     click.echo("\n".join(lines), err=False)
     sys.stdout.flush()

@@ -1,17 +1,21 @@
-"""First-start data for ``offboard run``: a demo tenant to click through, a bootstrap admin key."""
+"""First-start data for ``offboard run``: a demo tenant to click through, a bootstrap admin key
+and a first admin who can sign in to the admin pages."""
 
 from __future__ import annotations
+
+import secrets
 
 from sqlalchemy import select
 
 import audit
 from compliance import db
-from compliance.auth import create_api_key
+from compliance.auth import create_api_key, create_user
 from compliance.config import Settings
-from compliance.models import ApiKey, SourceConfig, Tenant
+from compliance.models import ApiKey, SourceConfig, Tenant, User
 from exporters.sources import registry
 
 DEMO_REF = "demo-001"
+BOOTSTRAP_EMAIL = "admin@localhost"
 
 
 def seed_demo_tenant(settings: Settings) -> Tenant:
@@ -40,3 +44,15 @@ def bootstrap_admin_key() -> str | None:
             return None
         _key, plain = create_api_key(name="bootstrap", role="admin", created_by=audit.SYSTEM)
     return plain
+
+
+def bootstrap_admin_user() -> tuple[str, str] | None:
+    """A first admin for the admin pages when nobody can sign in yet: (email, password) to show
+    once, or None."""
+    with db.transaction():
+        if db.session.scalar(select(User.id).where(User.disabled_at.is_(None)).limit(1)):
+            return None
+        password = secrets.token_urlsafe(12)
+        create_user(email=BOOTSTRAP_EMAIL, name="Bootstrap admin", role="admin", password=password,
+                    actor=audit.SYSTEM)
+    return BOOTSTRAP_EMAIL, password

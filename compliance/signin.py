@@ -107,6 +107,15 @@ def sign_out(session: StaffSession) -> None:
                      data={"session_id": session.id})
 
 
+def end_sessions(user: User) -> int:
+    """End every live session of ``user``; how many there were."""
+    live = db.session.scalars(select(StaffSession).where(StaffSession.user_id == user.id,
+                                                         StaffSession.ended_at.is_(None))).all()
+    for session in live:
+        session.ended_at = clock.now()
+    return len(live)
+
+
 def _failed(user: User, ip: str | None) -> Attempt:
     user.failed_sign_ins += 1
     audit.record("user.sign_in_failed", actor=actor(user), subject=("user", user.id),
