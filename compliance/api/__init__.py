@@ -19,6 +19,7 @@ from compliance.api import (
     exports,
     keys,
     links,
+    reports,
     requests,
     retention,
     sources,
@@ -65,7 +66,8 @@ def init_app(app: Flask) -> None:
     api = Api(app)
     id_schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     api.register_converter(IdConverter, lambda _converter: id_schema)
-    for module in (tenants, sources, requests, exports, links, keys, audit, certificates, retention, backups):
+    for module in (tenants, sources, requests, exports, links, keys, audit, certificates, retention, backups,
+                   reports):
         api.register_blueprint(module.blp)
     assets = Blueprint("api_docs_assets", __name__, static_folder=swagger_ui_bundle.swagger_ui_path,
                        static_url_path="/api/docs/assets")

@@ -72,6 +72,7 @@ EXPECTED: dict[str, set[str] | str] = {
     "retention.get_run": {"admin", "legal", "auditor"},
     "backups.register_snapshot": {"admin"},
     "backups.list_snapshots": {"admin", "legal", "auditor"},
+    "reports.dashboard": ALL,
 }
 
 

@@ -1,0 +1,65 @@
+"""Reports: the dashboard's figures as JSON, the very numbers the admin dashboard draws."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields
+
+from compliance import reports
+from compliance.auth import requires
+from compliance.models import ROLES
+
+blp = Blueprint("reports", __name__, url_prefix="/api/v1/reports",
+                description="Figures about offboarding: states, durations, deadlines, purges, churn")
+
+
+class DurationsOut(Schema):
+    count = fields.Integer(metadata={"description": "requests of the window that reached the step"})
+    median_seconds = fields.Integer(attribute="median", allow_none=True,
+                                    metadata={"description": "nearest-rank median, null without requests"})
+    p90_seconds = fields.Integer(attribute="p90", allow_none=True,
+                                 metadata={"description": "nearest-rank 90th percentile"})
+
+
+class PromiseOut(Schema):
+    counted = fields.Integer(metadata={"description": "exports delivered, or due for over 72 hours"})
+    in_time = fields.Integer(metadata={"description": "delivered within 72 hours of the request"})
+    share = fields.Float(allow_none=True, metadata={"description": "in_time / counted; null when none"})
+
+
+class PurgeOut(Schema):
+    tenant_id = fields.Integer(attribute="tenant.id")
+    tenant_name = fields.String(attribute="tenant.name")
+    kind = fields.String(metadata={"description": "primary | backups"})
+    due_at = fields.DateTime()
+    due = fields.Boolean(metadata={"description": "already due: the next sweep purges it unless held"})
+    held = fields.Boolean(metadata={"description": "under a legal hold: the purge waits"})
+
+
+class ChurnOut(Schema):
+    months = fields.List(fields.String(), metadata={"description": "YYYY-MM, oldest first"})
+    series = fields.Dict(keys=fields.String(), values=fields.List(fields.Integer()),
+                         metadata={"description": "requests per month by churn reason"})
+
+
+class DashboardOut(Schema):
+    generated_at = fields.DateTime()
+    since = fields.DateTime(metadata={"description": "start of the window the durations cover"})
+    open_by_state = fields.Dict(keys=fields.String(), values=fields.Integer())
+    overdue = fields.Integer()
+    to_export = fields.Nested(DurationsOut, metadata={"description": "request to export delivered"})
+    to_closure = fields.Nested(DurationsOut, metadata={"description": "request to closure"})
+    export_promise = fields.Nested(PromiseOut)
+    purges = fields.List(fields.Nested(PurgeOut),
+                         metadata={"description": "due within 30 days (or past due), soonest first"})
+    purges_total = fields.Integer(metadata={"description": "all due within 30 days (the list shows 50)"})
+    churn = fields.Nested(ChurnOut)
+
+
+@blp.route("/dashboard", methods=["GET"])
+@requires(*ROLES)
+@blp.response(200, DashboardOut)
+def dashboard() -> reports.Dashboard:
+    """Open requests by state, time to export and to closure, the 72-hour promise, overdue
+    requests, purges due within 30 days and churn reasons by month over the last 12."""
+    return reports.dashboard()
