@@ -71,30 +71,18 @@ class VerifiedOut(Schema):
 @blp.response(201, CertificateOut)
 @blp.alt_response(409, description="the evidence is not (all) in the audit log yet; the answer names what")
 def issue_certificate(data: dict[str, Any], tenant_id: int) -> DeletionCertificate:
-    if db.session.get(Tenant, tenant_id) is None:
-        abort(404, message=f"tenant {tenant_id} not found")
-    request_id = data.get("request_id")
-    if request_id is not None:
-        found = db.session.get(OffboardingRequest, request_id)
-        if found is None or found.tenant_id != tenant_id:
-            abort(422, message=f"request {request_id} is not a request of tenant {tenant_id}",
-                  errors={"json": {"request_id": ["not a request of this tenant"]}})
-    actor = current_principal().actor
-    db.session.commit()  # issuing signs a checkpoint first, in transactions of its own
     try:
-        return certificates.issue(tenant_id, data["kind"], actor=actor, request_id=request_id)
-    except certificates.MissingEvidence as missing:
-        abort(409, message=f"cannot issue a {data['kind']} deletion certificate for tenant {tenant_id} yet: "
-                           + "; ".join(missing.missing), errors={"missing": missing.missing})
+        return issue(tenant_id, data["kind"], actor=current_principal().actor,
+                     request_id=data.get("request_id"))
+    except Refused as refused:
+        abort(refused.status, message=str(refused), **({"errors": refused.errors} if refused.errors else {}))
 
 
 @blp.route("/tenants/<id:tenant_id>/certificates", methods=["GET"])
 @requires(*READERS)
 @blp.response(200, CertificateList)
 def list_certificates(tenant_id: int) -> dict[str, Any]:
-    rows = db.session.scalars(select(DeletionCertificate).where(DeletionCertificate.tenant_id == tenant_id)
-                              .order_by(DeletionCertificate.issued_at.desc())).all()
-    return {"items": rows}
+    return {"items": of_tenant(tenant_id)}
 
 
 @blp.route("/certificates/<certificate_id>", methods=["GET"])
@@ -103,15 +91,8 @@ def list_certificates(tenant_id: int) -> dict[str, Any]:
 @blp.response(200, description="the DSSE envelope (application/json) or the PDF (format=pdf, or "
                                "Accept: application/pdf)")
 def get_certificate(certificate_id: str, format: str) -> Response:
-    row = _certificate(certificate_id)
     wants_pdf = format == "pdf" or request.accept_mimetypes.best == "application/pdf"
-    if wants_pdf:
-        body, mimetype, name = render_pdf(row), "application/pdf", f"deletion-certificate-{row.id}.pdf"
-    else:
-        body, mimetype, name = row.envelope, "application/json", f"deletion-certificate-{row.id}.json"
-    response = Response(body, mimetype=mimetype)
-    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
+    return attachment(get_or_404(certificate_id), pdf=wants_pdf)
 
 
 @blp.route("/certificates/verify", methods=["POST"])
@@ -120,15 +101,61 @@ def get_certificate(certificate_id: str, format: str) -> Response:
 @blp.alt_response(422, description="the envelope does not verify; the message says why")
 def verify_certificate() -> dict[str, Any]:
     """Check a pasted envelope as ``offboard cert verify`` does: with the published keys only."""
-    envelope = request.get_data()
     try:
-        payload = certificates.verify(envelope, keys.public_keys(config.current()))
-    except (certificates.CertificateError, ValueError) as error:
+        payload = verify(request.get_data())
+    except ValueError as error:  # CertificateError is one
         abort(422, message=f"the certificate does not verify: {error}")
     return {"valid": True, **{name: payload.get(name) for name in VerifiedOut().fields if name != "valid"}}
 
 
-def _certificate(certificate_id: str) -> DeletionCertificate:
+class Refused(Exception):
+    """Why no certificate was issued, as the API answers it: HTTP status, message, errors."""
+
+    def __init__(self, status: int, message: str, errors: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.errors = status, errors
+
+
+def issue(tenant_id: int, kind: str, *, actor: str, request_id: int | None = None) -> DeletionCertificate:
+    """Issue a ``kind`` certificate for the tenant (commits first: issuing runs its own transactions)."""
+    if db.session.get(Tenant, tenant_id) is None:
+        raise Refused(404, f"tenant {tenant_id} not found")
+    if request_id is not None:
+        found = db.session.get(OffboardingRequest, request_id)
+        if found is None or found.tenant_id != tenant_id:
+            raise Refused(422, f"request {request_id} is not a request of tenant {tenant_id}",
+                          {"json": {"request_id": ["not a request of this tenant"]}})
+    db.session.commit()  # issuing signs a checkpoint first, in transactions of its own
+    try:
+        return certificates.issue(tenant_id, kind, actor=actor, request_id=request_id)
+    except certificates.MissingEvidence as missing:
+        raise Refused(409, f"cannot issue a {kind} deletion certificate for tenant {tenant_id} yet: "
+                           + "; ".join(missing.missing), {"missing": missing.missing}) from None
+
+
+def of_tenant(tenant_id: int) -> list[DeletionCertificate]:
+    return list(db.session.scalars(select(DeletionCertificate).where(
+        DeletionCertificate.tenant_id == tenant_id).order_by(DeletionCertificate.issued_at.desc())))
+
+
+def attachment(row: DeletionCertificate, *, pdf: bool) -> Response:
+    """The certificate as a download: its envelope exactly as issued, or the PDF rendered from it."""
+    if pdf:
+        body, mimetype, name = render_pdf(row), "application/pdf", f"deletion-certificate-{row.id}.pdf"
+    else:
+        body, mimetype, name = row.envelope, "application/json", f"deletion-certificate-{row.id}.json"
+    response = Response(body, mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def verify(envelope: str | bytes) -> dict[str, Any]:
+    """The payload of an envelope that verifies with the published keys alone; ValueError
+    (CertificateError) naming the first check that failed otherwise."""
+    return certificates.verify(envelope, keys.public_keys(config.current()))
+
+
+def get_or_404(certificate_id: str) -> DeletionCertificate:
     try:
         canonical = str(uuid.UUID(certificate_id))
     except ValueError:

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_smorest import Blueprint, abort
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 import audit
@@ -16,12 +16,13 @@ from compliance.api.schemas import Page, PageArgs, Strict, text
 from compliance.api.tenants import get_or_404 as tenant_or_404
 from compliance.api.writes import IDEMPOTENCY_HEADER, idempotent, writes
 from compliance.auth import current_principal, requires
-from compliance.models import SourceConfig
+from compliance.models import AuditEvent, SourceConfig
 from exporters.sources import registry
 from exporters.sources.base import SourceError, redact
 
 blp = Blueprint("sources", __name__, url_prefix="/api/v1/sources",
                 description="Connected systems and their validated configuration")
+CHECKED = "source.checked"
 NAME = validate.Regexp(r"^[a-z0-9][a-z0-9_.-]{0,99}$",
                        error="name must be lower-case letters, digits, '_', '.', '-'")
 
@@ -113,7 +114,7 @@ def create_source(data: dict[str, Any]) -> SourceConfig:
 @blp.response(200, SourceOut)
 @blp.alt_response(404, description="no such source")
 def get_source(source_id: int) -> SourceConfig:
-    return _get_or_404(source_id)
+    return get_or_404(source_id)
 
 
 @blp.route("/<id:source_id>", methods=["DELETE"])
@@ -123,7 +124,7 @@ def get_source(source_id: int) -> SourceConfig:
 @blp.alt_response(409, description="exports still refer to it")
 @writes
 def delete_source(source_id: int) -> None:
-    source = _get_or_404(source_id)
+    source = get_or_404(source_id)
     db.session.delete(source)
     try:
         db.session.flush()
@@ -146,11 +147,32 @@ class CheckOut(Schema):
 @writes
 def check_source(source_id: int) -> dict[str, Any]:
     """Ask the connector whether the system is reachable and the credentials work."""
-    source_config = _get_or_404(source_id)
-    error = run_check(source_config)
-    audit.record("source.checked", actor=current_principal().actor, tenant_id=source_config.tenant_id,
-                 subject=("source", source_id), data={"ok": error is None, "error": error})
+    error = check(get_or_404(source_id), actor=current_principal().actor)
     return {"ok": error is None, "error": error}
+
+
+def check(source_config: SourceConfig, *, actor: str) -> str | None:
+    """Run the connector's check and put its outcome on the audit trail; None when it answers."""
+    error = run_check(source_config)
+    audit.record(CHECKED, actor=actor, tenant_id=source_config.tenant_id,
+                 subject=("source", source_config.id), data={"ok": error is None, "error": error})
+    return error
+
+
+def last_checks(source_ids: list[int]) -> dict[int, AuditEvent]:
+    """Source id -> the event of its latest check (sources never checked are left out)."""
+    latest = select(func.max(AuditEvent.id)).where(
+        AuditEvent.action == CHECKED, AuditEvent.subject_type == "source",
+        AuditEvent.subject_id.in_([str(source_id) for source_id in source_ids]),
+    ).group_by(AuditEvent.subject_id)
+    events = db.session.scalars(select(AuditEvent).where(AuditEvent.id.in_(latest)))
+    return {int(event.subject_id): event for event in events if event.subject_id}
+
+
+def in_scope(tenant_id: int) -> list[SourceConfig]:
+    """The tenant's own sources and every shared one: what an export reads and a purge erases."""
+    return list(db.session.scalars(select(SourceConfig).where(
+        (SourceConfig.tenant_id == tenant_id) | SourceConfig.tenant_id.is_(None)).order_by(SourceConfig.id)))
 
 
 def run_check(source_config: SourceConfig) -> str | None:
@@ -169,7 +191,7 @@ def run_check(source_config: SourceConfig) -> str | None:
     return None
 
 
-def _get_or_404(source_id: int) -> SourceConfig:
+def get_or_404(source_id: int) -> SourceConfig:
     source = db.session.get(SourceConfig, source_id)
     if source is None:
         abort(404, message=f"source {source_id} not found")

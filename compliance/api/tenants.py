@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_smorest import Blueprint, abort
 from marshmallow import RAISE, Schema, fields, validate
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 
 import audit
@@ -70,14 +70,7 @@ class TenantFilter(PageArgs):
 @blp.response(200, TenantPage)
 def list_tenants(limit: int, cursor: str | None = None, region: str | None = None,
                  q: str | None = None) -> dict[str, Any]:
-    query = select(Tenant)
-    if region:
-        query = query.where(Tenant.region == region)
-    if q:
-        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(Tenant.name.ilike(pattern, escape="\\")
-                            | Tenant.external_ref.ilike(pattern, escape="\\"))
-    return paginate(query, Tenant.id, limit=limit, cursor=cursor)
+    return paginate(search(region=region, q=q), Tenant.id, limit=limit, cursor=cursor)
 
 
 @blp.route("", methods=["POST"])
@@ -123,6 +116,18 @@ def update_tenant(data: dict[str, Any], tenant_id: int) -> Tenant:
         audit.record("tenant.updated", actor=current_principal().actor, tenant_id=tenant.id,
                      data={"changed": sorted(changed)})
     return tenant
+
+
+def search(*, region: str | None = None, q: str | None = None) -> Select[tuple[Tenant]]:
+    """Tenants in a region and/or whose name or external ref contains ``q`` (wildcards taken literally)."""
+    query = select(Tenant)
+    if region:
+        query = query.where(Tenant.region == region)
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(Tenant.name.ilike(pattern, escape="\\")
+                            | Tenant.external_ref.ilike(pattern, escape="\\"))
+    return query
 
 
 def get_or_404(tenant_id: int) -> Tenant:
