@@ -5,7 +5,7 @@ Every job here is idempotent, so a missed or doubled run does no harm.
 
 from rq import cron
 
-from audit import checkpoints
+from audit import checkpoints, verifications
 from compliance import notify, workflow
 from exporters import reconcile
 from retention import backups, purge
@@ -18,3 +18,5 @@ cron.register(checkpoints.scheduled, queue_name="default", cron="* * * * *", nam
 cron.register(purge.scheduled_sweep, queue_name="retention", cron="0 3 * * *", name="primary-purge-sweep")
 cron.register(backups.scheduled_backup_sweep, queue_name="retention", cron="30 3 * * *",
               name="backup-purge-sweep")
+cron.register(verifications.job, queue_name="default", cron="0 4 * * *",
+              job_timeout=verifications.JOB_TIMEOUT, name="audit-verify")

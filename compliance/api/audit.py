@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from audit import checkpoints, keys, log, proofs
+from audit import checkpoints, keys, log, proofs, search
 from compliance import config, db
 from compliance.api.pagination import paginate
 from compliance.api.schemas import Page, PageArgs, text
@@ -35,8 +35,9 @@ class Base64(fields.Field):
 class EventArgs(PageArgs):
     tenant_id = fields.Integer(validate=validate.Range(1, MAX_INDEX))
     request_id = fields.Integer(validate=validate.Range(1, MAX_INDEX))
-    action = text(64)
-    actor = text(120)
+    action = text(64, metadata={"description": "exact, or ending in '.' for every action under it "
+                                               "(purge. finds purge.completed)"})
+    actor = text(120, metadata={"description": "exact, e.g. user:3, system, customer"})
     since = fields.AwareDateTime(metadata={"description": "occurred at or after (ISO 8601 with offset)"})
     until = fields.AwareDateTime(metadata={"description": "occurred before"})
 
@@ -116,15 +117,8 @@ class ConsistencyOut(ProofOut):
 @blp.arguments(EventArgs, location="query", as_kwargs=True, unknown=RAISE)
 @blp.response(200, EventPage)
 def list_events(limit: int, cursor: str | None = None, **filters: Any) -> dict[str, Any]:
-    query = select(AuditEvent).options(selectinload(AuditEvent.leaf))
-    for name in ("tenant_id", "request_id", "action", "actor"):
-        if name in filters:
-            query = query.where(getattr(AuditEvent, name) == filters[name])
-    if "since" in filters:
-        query = query.where(AuditEvent.occurred_at >= filters["since"])
-    if "until" in filters:
-        query = query.where(AuditEvent.occurred_at < filters["until"])
-    return paginate(query, AuditEvent.id, limit=limit, cursor=cursor)
+    """Events newest first, narrowed by every filter given."""
+    return paginate(search.events(**filters), AuditEvent.id, limit=limit, cursor=cursor)
 
 
 @blp.route("/checkpoints/latest", methods=["GET"])
