@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -65,8 +66,30 @@ TRANSITIONS: dict[str, Transition] = {
 }
 
 
+# The offboarding plan: (phase, first day, last day); day 1 is the day the request arrived.
+PLAN = (
+    ("export", 1, 3),
+    ("knowledge_transfer", 4, 7),
+    ("access_reduction", 8, 14),
+    ("final_billing_and_closure", 15, 15),
+    ("deactivated", 16, None),
+)
+
+
 class WorkflowError(Exception):
     """A request cannot do what was asked in its current state (HTTP 409)."""
+
+
+class OpenRequestExists(WorkflowError):
+    """The tenant already has a request that is neither closed nor withdrawn."""
+
+    def __init__(self, message: str, request_id: int | None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class TenantExists(WorkflowError):
+    """Another tenant already carries this external ref."""
 
 
 class UnknownRequest(LookupError):
@@ -114,6 +137,47 @@ def extended_deadline(regime: str, deadline: datetime) -> datetime:
     return add_months(deadline, 2) if regime == "gdpr" else deadline + CCPA_WINDOW
 
 
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    first_day: int
+    last_day: int | None  # None: from first_day on, for good
+    starts: date
+    ends: date | None
+    current: bool
+
+
+def plan(received_at: datetime, today: date) -> list[Phase]:
+    """The offboarding plan's phases with their dates, counted from the day the request arrived."""
+    day_one = received_at.date()
+    phases = []
+    for name, first, last in PLAN:
+        starts = day_one + timedelta(days=first - 1)
+        ends = day_one + timedelta(days=last - 1) if last is not None else None
+        phases.append(Phase(name, first, last, starts, ends,
+                            current=starts <= today and (ends is None or today <= ends)))
+    return phases
+
+
+def allowed_actions(status: str) -> list[str]:
+    """What a person may do to a request in ``status`` (``mark_ready`` belongs to the export jobs)."""
+    return sorted(name for name, t in TRANSITIONS.items() if status in t.sources and name != "mark_ready")
+
+
+def register_tenant(*, actor: str, **facts: Any) -> Tenant:
+    """A new customer account (the API's and the pages' one way to add one)."""
+    tenant = Tenant(**facts)
+    try:
+        with db.session.begin_nested():  # only this insert is undone if the ref is taken
+            db.session.add(tenant)
+    except IntegrityError:
+        ref = facts.get("external_ref")
+        raise TenantExists(f"a tenant with external_ref {ref!r} already exists") from None
+    audit.record("tenant.created", actor=actor, tenant_id=tenant.id,
+                 data={"external_ref": tenant.external_ref, "region": tenant.region})
+    return tenant
+
+
 def open_request(
     tenant: Tenant,
     *,
@@ -134,7 +198,7 @@ def open_request(
         )
     )
     if open_one is not None:
-        raise WorkflowError(f"tenant {tenant.id} already has an open request ({open_one})")
+        raise OpenRequestExists(f"tenant {tenant.id} already has an open request ({open_one})", open_one)
     received_at = clock.now()
     regime = legal_regime_for(tenant.region)
     if legal_regime and legal_regime != regime:
@@ -161,7 +225,7 @@ def open_request(
         with db.session.begin_nested():  # only this insert is undone if it collides
             db.session.add(request)
     except IntegrityError:
-        raise WorkflowError(f"tenant {tenant.id} already has an open request") from None
+        raise OpenRequestExists(f"tenant {tenant.id} already has an open request", None) from None
     audit.record(
         "request.received",
         actor=actor,
@@ -203,16 +267,12 @@ def apply(request_id: int, action: str, *, actor: str, reason: str | None = None
 def extend_deadline(request_id: int, *, actor: str, reason: str) -> OffboardingRequest:
     """Use the one extension the law allows, before the first deadline passes."""
     request = _locked(request_id)
-    if request.legal_deadline is None:
-        raise WorkflowError("this request has no legal deadline to extend (regime 'none')")
-    if request.extended_at is not None:
-        raise WorkflowError("the legal deadline was already extended once")
-    if request.status in TERMINAL_STATES:
-        raise WorkflowError(f"the request is {request.status}; nothing to extend")
     now = clock.now()
-    if now >= request.legal_deadline:
-        raise WorkflowError("the legal deadline has passed; an extension must come before it")
+    refusal = extension_refusal(request, now)
+    if refusal is not None:
+        raise WorkflowError(refusal)
     previous = request.legal_deadline
+    assert previous is not None
     request.legal_deadline = extended_deadline(request.legal_regime, previous)
     request.extended_at, request.extension_reason = now, reason
     audit.record(
@@ -224,6 +284,19 @@ def extend_deadline(request_id: int, *, actor: str, reason: str) -> OffboardingR
               "reason": reason},
     )
     return request
+
+
+def extension_refusal(request: OffboardingRequest, now: datetime) -> str | None:
+    """Why the legal deadline cannot be extended now, or None when it can."""
+    if request.legal_deadline is None:
+        return "this request has no legal deadline to extend (regime 'none')"
+    if request.extended_at is not None:
+        return "the legal deadline was already extended once"
+    if request.status in TERMINAL_STATES:
+        return f"the request is {request.status}; nothing to extend"
+    if now >= request.legal_deadline:
+        return "the legal deadline has passed; an extension must come before it"
+    return None
 
 
 def overdue(now: datetime) -> ColumnElement[bool]:

@@ -31,10 +31,18 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress writes while a pull streams
 log = structlog.get_logger("offboard.exports")
 
 
-def create_export(request_id: int, formats: list[str], *, actor: str) -> Export:
+def launch(request_id: int, formats: list[str] | None, *, actor: str) -> Export:
+    """Start an export (by default in the formats the request asked for) and queue its first job."""
+    export = create_export(request_id, formats, actor=actor)
+    db.session.commit()  # the job must find the row; if enqueueing fails, the reconciler retries
+    enqueue_start(export.id)
+    return export
+
+
+def create_export(request_id: int, formats: list[str] | None, *, actor: str) -> Export:
     """Move the request to exporting and record the export; the caller commits, then enqueues."""
     request = workflow.apply(request_id, "start_export", actor=actor)
-    export = Export(request_id=request.id, formats=sorted(set(formats)), status="pending",
+    export = Export(request_id=request.id, formats=sorted(set(formats or request.formats)), status="pending",
                     created_by=actor)
     db.session.add(export)
     db.session.flush()
@@ -204,6 +212,14 @@ def retry_failed(export_id: int, *, actor: str) -> Export:
     audit.record("export.retried", actor=actor, tenant_id=export.request.tenant_id,
                  request_id=export.request_id, subject=("export", export_id),
                  data={"tasks": [task.id for task in retried]})
+    return export
+
+
+def rerun_failed(export_id: int, *, actor: str) -> Export:
+    """Retry the failed parts of an export now: ``retry_failed``, commit, ``resume``."""
+    export = retry_failed(export_id, actor=actor)
+    db.session.commit()
+    resume(export_id)
     return export
 
 

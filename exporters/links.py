@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import BigInteger, literal, update
 
 import audit
-from compliance import clock, config, db
+from compliance import clock, config, db, notify
 from compliance.config import ensure_private_dir, write_private_file
 from compliance.models import DownloadLink, Export
 
@@ -46,6 +46,11 @@ class LinkError(Exception):
 class Issued:
     link: DownloadLink
     token: str
+
+    @property
+    def url(self) -> str:
+        """The customer's link: shown once to the person who issued it, and e-mailed."""
+        return f"{config.current().public_url}/d/{self.token}"
 
 
 def issue(export: Export, *, recipient: str, expires_in: timedelta, max_downloads: int,
@@ -71,6 +76,38 @@ def issue(export: Export, *, recipient: str, expires_in: timedelta, max_download
                        "expires_at": link.expires_at.isoformat(), "max_downloads": max_downloads,
                        "replaces": link.replaces_id})
     return Issued(link, token)
+
+
+def deliver(export: Export, *, recipient: str, expires_in: timedelta, max_downloads: int, actor: str,
+            replaces: DownloadLink | None = None) -> Issued:
+    """Issue a link and e-mail it to the recipient (LinkError when the export is not ready)."""
+    issued = issue(export, recipient=recipient, expires_in=expires_in, max_downloads=max_downloads,
+                   actor=actor, replaces=replaces)
+    tenant = export.request.tenant
+    notify.send("export_ready", recipient=recipient, actor=actor, tenant_id=tenant.id,
+                request_id=export.request_id, subject=f"Your {tenant.name} data export is ready",
+                body=(f"Hello,\n\nthe export of the data of {tenant.name} is ready to download:\n\n"
+                      f"{issued.url}\n\nThe link works until {issued.link.expires_at:%Y-%m-%d %H:%M} UTC for "
+                      f"{max_downloads} downloads. The page explains how to check the files.\n"),
+                meta={"link_id": issued.link.id})
+    return issued
+
+
+def reissue(old: DownloadLink, *, actor: str) -> Issued:
+    """Revoke a link and deliver a fresh one to the same recipient, with a fresh expiry and quota."""
+    revoke(old, actor=actor)
+    lifetime = max(old.expires_at - old.created_at, timedelta(minutes=5))
+    return deliver(old.export, recipient=old.recipient, expires_in=lifetime, max_downloads=old.max_downloads,
+                   actor=actor, replaces=old)
+
+
+def state(link: DownloadLink) -> str:
+    """What the link can still do: active, revoked, expired or used_up."""
+    if link.revoked_at is not None:
+        return "revoked"
+    if link.expires_at <= clock.now():
+        return "expired"
+    return "used_up" if link.downloads >= link.max_downloads else "active"
 
 
 def resolve(token: str) -> DownloadLink:

@@ -49,6 +49,8 @@ def init_app(app: Flask) -> None:
         audit_pages,
         dashboard,
         legal,
+        request_actions,
+        request_detail,
         request_pages,
         sessions,
         tenant_pages,

@@ -82,14 +82,9 @@ class ExportFilter(PageArgs):
 @blp.alt_response(409, description="the request is not approved (or failed) yet")
 def start_export(data: dict[str, Any], request_id: int) -> Export:
     """Start an export; the request moves to exporting and the jobs are queued."""
-    request = db.session.get(OffboardingRequest, request_id)
-    if request is None:
+    if db.session.get(OffboardingRequest, request_id) is None:
         abort(404, message=f"request {request_id} not found")
-    export = jobs.create_export(request_id, data.get("formats") or request.formats,
-                                actor=current_principal().actor)
-    db.session.commit()  # the job must find the row; if enqueueing fails, the reconciler retries
-    jobs.enqueue_start(export.id)
-    return export
+    return jobs.launch(request_id, data.get("formats"), actor=current_principal().actor)
 
 
 @blp.route("/exports", methods=["GET"])
@@ -126,7 +121,4 @@ def retry_export(export_id: int) -> Export:
     """Rerun only the failed datasets."""
     if db.session.get(Export, export_id) is None:
         abort(404, message=f"export {export_id} not found")
-    export = jobs.retry_failed(export_id, actor=current_principal().actor)
-    db.session.commit()
-    jobs.resume(export_id)
-    return export
+    return jobs.rerun_failed(export_id, actor=current_principal().actor)

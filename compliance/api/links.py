@@ -9,7 +9,7 @@ from flask_smorest import Blueprint, abort
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from compliance import config, db, notify
+from compliance import db
 from compliance.api.schemas import Strict
 from compliance.api.writes import writes
 from compliance.auth import current_principal, requires
@@ -48,12 +48,13 @@ class LinkOut(Schema):
     revoked_at = fields.DateTime(allow_none=True)
     revoked_by = fields.String(allow_none=True)
     replaces_id = fields.Integer(allow_none=True)
-    history = fields.Function(lambda link: AttemptOut(many=True).dump(_history(link.id)))
+    state = fields.Function(links.state, metadata={"description": "active, revoked, expired or used_up"})
+    history = fields.Function(lambda link: AttemptOut(many=True).dump(download_history(link.id)))
 
 
 class NewLinkOut(LinkOut):
     class Meta:
-        exclude = ("history",)  # a new link has none
+        exclude = ("history", "state")  # a new link has no history and is active
 
     url = fields.String(metadata={"description": "the customer's link: in this answer and the e-mail only"})
 
@@ -73,8 +74,13 @@ def issue_link(data: dict[str, Any], export_id: int) -> dict[str, Any]:
     export = db.session.get(Export, export_id)
     if export is None:
         abort(404, message=f"export {export_id} not found")
-    return _issue(export, data["recipient"], timedelta(seconds=data["expires_in"]),
-                  data["max_downloads"])
+    try:
+        issued = links.deliver(export, recipient=data["recipient"], actor=current_principal().actor,
+                               expires_in=timedelta(seconds=data["expires_in"]),
+                               max_downloads=data["max_downloads"])
+    except links.LinkError as error:
+        abort(409, message=str(error))
+    return _answer(issued)
 
 
 @blp.route("/exports/<id:export_id>/links", methods=["GET"])
@@ -107,29 +113,15 @@ def revoke_link(link_id: int) -> DownloadLink:
 @writes
 def reissue_link(link_id: int) -> dict[str, Any]:
     """Revoke a link and send a fresh one to the same recipient, with a fresh expiry and quota."""
-    old = _link_or_404(link_id)
-    links.revoke(old, actor=current_principal().actor)
-    lifetime = max(old.expires_at - old.created_at, timedelta(minutes=5))
-    return _issue(old.export, old.recipient, lifetime, old.max_downloads, replaces=old)
-
-
-def _issue(export: Export, recipient: str, lifetime: timedelta, max_downloads: int,
-           replaces: DownloadLink | None = None) -> dict[str, Any]:
-    actor = current_principal().actor
     try:
-        issued = links.issue(export, recipient=recipient, expires_in=lifetime,
-                             max_downloads=max_downloads, actor=actor, replaces=replaces)
+        return _answer(links.reissue(_link_or_404(link_id), actor=current_principal().actor))
     except links.LinkError as error:
         abort(409, message=str(error))
-    url = f"{config.current().public_url}/d/{issued.token}"
-    tenant = export.request.tenant
-    notify.send("export_ready", recipient=recipient, actor=actor, tenant_id=tenant.id,
-                request_id=export.request_id, subject=f"Your {tenant.name} data export is ready",
-                body=(f"Hello,\n\nthe export of the data of {tenant.name} is ready to download:\n\n{url}\n\n"
-                      f"The link works until {issued.link.expires_at:%Y-%m-%d %H:%M} UTC for "
-                      f"{max_downloads} downloads. The page explains how to check the files.\n"),
-                meta={"link_id": issued.link.id})
-    return {"url": url, **{name: getattr(issued.link, name) for name in NewLinkOut().fields if name != "url"}}
+
+
+def _answer(issued: links.Issued) -> dict[str, Any]:
+    link = issued.link
+    return {"url": issued.url, **{name: getattr(link, name) for name in NewLinkOut().fields if name != "url"}}
 
 
 def _link_or_404(link_id: int) -> DownloadLink:
@@ -139,7 +131,8 @@ def _link_or_404(link_id: int) -> DownloadLink:
     return link
 
 
-def _history(link_id: int) -> list[AuditEvent]:
+def download_history(link_id: int) -> list[AuditEvent]:
+    """Every attempt to use the link (good or refused), oldest first."""
     return list(db.session.scalars(select(AuditEvent).where(
         AuditEvent.subject_type == "link", AuditEvent.subject_id == str(link_id),
         AuditEvent.action.like("download.%")).order_by(AuditEvent.id)))

@@ -7,15 +7,16 @@ from typing import Any
 
 from flask_smorest import Blueprint, abort
 from marshmallow import RAISE, Schema, fields, validate
-from sqlalchemy import not_, select
 
 from compliance import clock, db, workflow
 from compliance.api.pagination import paginate
 from compliance.api.schemas import OptionalReasonIn, Page, PageArgs, ReasonIn, Strict, one_of, text
+from compliance.api.tenants import REGION
 from compliance.api.tenants import get_or_404 as tenant_or_404
 from compliance.api.writes import IDEMPOTENCY_HEADER, idempotent, writes
 from compliance.auth import current_principal, requires
 from compliance.models import CHANNELS, CHURN_REASONS, FORMATS, LEGAL_REGIMES, OffboardingRequest
+from compliance.request_filters import find_requests
 
 blp = Blueprint("requests", __name__, url_prefix="/api/v1/requests",
                 description="Offboarding requests and their state machine")
@@ -35,14 +36,26 @@ class RequestIn(Strict):
     legal_regime = one_of(LEGAL_REGIMES, metadata={"description": "default: from the region"})
 
 
+class PhaseOut(Schema):
+    name = fields.String(metadata={"description": "export, knowledge_transfer, access_reduction, "
+                                                  "final_billing_and_closure or deactivated"})
+    first_day = fields.Integer(metadata={"description": "day 1 is the day the request arrived"})
+    last_day = fields.Integer(allow_none=True, metadata={"description": "null: for good"})
+    starts = fields.Date()
+    ends = fields.Date(allow_none=True)
+    current = fields.Boolean()
+
+
+def _plan(request: OffboardingRequest) -> list[dict[str, Any]]:
+    return PhaseOut(many=True).dump(workflow.plan(request.received_at, clock.now().date()))
+
+
 class RequestOut(Schema):
     id = fields.Integer()
     tenant_id = fields.Integer()
     tenant_name = fields.Function(lambda r: r.tenant.name)
     status = fields.String()
-    allowed_actions = fields.Function(
-        lambda r: sorted(a for a, t in workflow.TRANSITIONS.items()
-                         if r.status in t.sources and a != "mark_ready"))
+    allowed_actions = fields.Function(lambda r: workflow.allowed_actions(r.status))
     requested_by = fields.String()
     owner = fields.String(allow_none=True)
     channel = fields.String()
@@ -67,6 +80,7 @@ class RequestOut(Schema):
     withdrawn_at = fields.DateTime(allow_none=True)
     failed_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime()
+    plan = fields.Function(_plan, metadata={"description": "the offboarding plan, dated from received_at"})
 
 
 class RequestPage(Page):
@@ -78,25 +92,17 @@ class RequestFilter(PageArgs):
     tenant_id = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))
     owner = text(254)
     overdue = fields.Boolean(metadata={"description": "only requests past a deadline (or not)"})
+    region = fields.String(validate=REGION, metadata={"description": "the tenant's region"})
+    q = fields.String(validate=validate.Length(min=1, max=200),
+                      metadata={"description": "part of the tenant's name or external ref"})
 
 
 @blp.route("", methods=["GET"])
 @requires(*READERS)
 @blp.arguments(RequestFilter, location="query", as_kwargs=True, unknown=RAISE)
 @blp.response(200, RequestPage)
-def list_requests(limit: int, cursor: str | None = None, status: str | None = None,
-                  tenant_id: int | None = None, owner: str | None = None,
-                  overdue: bool | None = None) -> dict[str, Any]:
-    query = select(OffboardingRequest)
-    if status:
-        query = query.where(OffboardingRequest.status == status)
-    if tenant_id is not None:
-        query = query.where(OffboardingRequest.tenant_id == tenant_id)
-    if owner:
-        query = query.where(OffboardingRequest.owner == owner)
-    if overdue is not None:
-        late = workflow.overdue(clock.now())
-        query = query.where(late if overdue else not_(late))
+def list_requests(limit: int, cursor: str | None = None, **filters: Any) -> dict[str, Any]:
+    query = find_requests(now=clock.now(), **filters)
     return paginate(query, OffboardingRequest.id, limit=limit, cursor=cursor)
 
 

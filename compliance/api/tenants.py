@@ -7,10 +7,9 @@ from typing import Any
 from flask_smorest import Blueprint, abort
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import Select, select
-from sqlalchemy.exc import IntegrityError
 
 import audit
-from compliance import db
+from compliance import db, workflow
 from compliance.api.pagination import paginate
 from compliance.api.schemas import Page, PageArgs, Strict, one_of, text
 from compliance.api.writes import IDEMPOTENCY_HEADER, idempotent, writes
@@ -81,16 +80,7 @@ def list_tenants(limit: int, cursor: str | None = None, region: str | None = Non
 @blp.alt_response(409, description="a tenant with this external_ref exists")
 @blp.doc(parameters=[IDEMPOTENCY_HEADER])
 def create_tenant(data: dict[str, Any]) -> Tenant:
-    tenant = Tenant(**data)
-    db.session.add(tenant)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        abort(409, message=f"a tenant with external_ref {data['external_ref']!r} already exists")
-    audit.record("tenant.created", actor=current_principal().actor, tenant_id=tenant.id,
-                 data={"external_ref": tenant.external_ref, "region": tenant.region})
-    return tenant
+    return workflow.register_tenant(actor=current_principal().actor, **data)
 
 
 @blp.route("/<id:tenant_id>", methods=["GET"])
