@@ -1,12 +1,12 @@
 """The legal page: legal holds placed and released, the purges due soon and what blocks them, and
 deletion certificates (view, download, issue, verify an uploaded one), all through the services the
-API calls (retention.holds, retention.policy, compliance.api.certificates)."""
+API and the dashboard call (retention.holds, compliance.reports, compliance.api.certificates)."""
 
 from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
@@ -18,7 +18,7 @@ from werkzeug.exceptions import NotFound
 
 from audit import notes
 from audit.certificate_pdf import KIND_TITLES, STATUS_TITLES
-from compliance import clock, db
+from compliance import clock, db, reports
 from compliance.admin import bp, forms
 from compliance.admin.tenant_pages import KIND_CHOICES, Posted, people, render_tenant
 from compliance.api import certificates as certificate_api
@@ -26,11 +26,11 @@ from compliance.api.retention import HoldIn
 from compliance.api.schemas import ReasonIn
 from compliance.auth import current_principal, requires
 from compliance.models import DeletionCertificate, LegalHold, Tenant
-from retention import holds, policy
+from retention import holds
 
 READERS = certificate_api.READERS  # legal, admin, auditor: as the certificates API
 WRITERS = ("legal", "admin")  # who places and releases holds and issues certificates, as in the API
-HORIZON = timedelta(days=30)  # "upcoming": a purge due within this long
+HORIZON = reports.PURGE_HORIZON  # "upcoming": a purge due within this long (as on the dashboard)
 LISTED = 100  # rows of each list on the page; a tenant's page shows all of its own
 PICKED = 500  # tenants offered in a picker
 MAX_UPLOAD = 512 * 1024  # a certificate cites one event per system: tens of KB, never this
@@ -66,7 +66,7 @@ def render_legal(posted: Posted | None = None, status: int = 200,
                                 .order_by(LegalHold.placed_at.desc()).limit(LISTED)).all()
     certificates = db.session.scalars(select(DeletionCertificate)
                                       .order_by(DeletionCertificate.issued_at.desc()).limit(LISTED)).all()
-    due = purges(now)
+    due = reports.upcoming_purges(now, HORIZON)
     named = {hold.tenant_id for hold in active} | {row.tenant_id for row in certificates}
     tenants = {tenant.id: tenant for tenant in db.session.scalars(select(Tenant).where(Tenant.id.in_(named)))}
     held_open = db.session.scalars(select(Tenant).where(  # a hold matters while anything is left to delete
@@ -76,34 +76,13 @@ def render_legal(posted: Posted | None = None, status: int = 200,
                                 .order_by(Tenant.purged_at.desc()).limit(PICKED))
     actors = [hold.placed_by for hold in active] + [row.issued_by for row in certificates]
     return render_template(
-        "admin/legal.html", holds=active, certificates=certificates, purges=due, tenants=tenants,
+        "admin/legal.html", holds=active, certificates=certificates, purges=due[:LISTED],
+        more_purges=max(0, len(due) - LISTED), tenants=tenants,
         hold_choices=[(t.id, f"{t.name} ({t.external_ref})") for t in held_open],
         issue_choices=[(t.id, f"{t.name} ({t.external_ref})") for t in purged],
         people=people(actors), posted=posted or Posted(""), verdict=verdict, kinds=KIND_CHOICES,
-        horizon=HORIZON, listed=LISTED, max_upload=MAX_UPLOAD,
+        moment=_moment, horizon=HORIZON, listed=LISTED, max_upload=MAX_UPLOAD,
     ), status
-
-
-def purges(now: datetime) -> list[dict[str, Any]]:
-    """Primary and backup purges due now or within the horizon, soonest first, each with the holds
-    that block it (the sweep skips a held tenant)."""
-    due = {"primary": policy.due_for_primary_purge(now + HORIZON),
-           "backups": policy.due_for_backup_purge(now + HORIZON)}
-    ids = {tenant_id for found in due.values() for tenant_id in found}
-    tenants = {tenant.id: tenant for tenant in db.session.scalars(select(Tenant).where(Tenant.id.in_(ids)))}
-    blocking: dict[int, list[LegalHold]] = {}
-    for hold in db.session.scalars(select(LegalHold).where(LegalHold.tenant_id.in_(ids),
-                                                           LegalHold.released_at.is_(None))
-                                   .order_by(LegalHold.id)):
-        blocking.setdefault(hold.tenant_id, []).append(hold)
-    rows = []
-    for kind, found in due.items():
-        for tenant_id in found:
-            schedule = policy.schedule_of(tenants[tenant_id])
-            moment = schedule.primary_due if kind == "primary" else schedule.backup_due
-            rows.append({"kind": kind, "tenant": tenants[tenant_id], "due_at": moment,
-                         "due": moment is not None and moment <= now, "holds": blocking.get(tenant_id, [])})
-    return sorted(rows, key=lambda row: (row["due_at"], row["tenant"].id))
 
 
 @bp.route("/holds", methods=["POST"])
@@ -182,7 +161,7 @@ def certificate(certificate_id: str) -> str:
         root = base64.b64encode(checkpoint.root).decode()
     return render_template("admin/certificate.html", row=row, payload=payload, problem=problem,
                            checkpoint=checkpoint, root=root, tenant=db.session.get(Tenant, row.tenant_id),
-                           kind_titles=KIND_TITLES, status_titles=STATUS_TITLES,
+                           kind_titles=KIND_TITLES, status_titles=STATUS_TITLES, moment=_moment,
                            people=people([row.issued_by]))
 
 
@@ -210,6 +189,11 @@ def verify_certificate() -> tuple[str, int]:
     except ValueError as error:
         return render_legal(verdict={"valid": False, "problem": str(error)}, status=422)
     return render_legal(verdict={"valid": True, "payload": payload, "kind_titles": KIND_TITLES})
+
+
+def _moment(value: str | None) -> datetime | None:
+    """A time as the payload states it (ISO 8601), for the ``when`` filter."""
+    return datetime.fromisoformat(value) if value else None
 
 
 def _upload(upload: FileStorage | None) -> tuple[bytes, str | None]:

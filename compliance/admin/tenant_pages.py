@@ -75,8 +75,8 @@ def render_tenant(tenant: Tenant, posted: Posted | None = None, status: int = 20
     checks = source_api.last_checks([source.id for source in sources])
     requests = db.session.scalars(select(OffboardingRequest).where(OffboardingRequest.tenant_id == tenant.id)
                                   .order_by(OffboardingRequest.id.desc())).all()
-    all_holds = db.session.scalars(select(LegalHold).where(LegalHold.tenant_id == tenant.id)
-                                   .order_by(LegalHold.placed_at.desc(), LegalHold.id.desc())).all()
+    all_holds = db.session.scalars(select(LegalHold).where(LegalHold.tenant_id == tenant.id).order_by(
+        LegalHold.released_at.is_not(None), LegalHold.placed_at.desc(), LegalHold.id.desc())).all()
     certificates = certificate_api.of_tenant(tenant.id) if may("admin.certificate") else []
     # what GET /api/v1/tenants/<id>/retention answers, from the same function
     retention = retention_api._retention(tenant)

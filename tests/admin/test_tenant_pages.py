@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from compliance import db, workflow
 from compliance.admin import tenant_pages
-from compliance.models import AuditEvent, LegalHold, SourceConfig, Tenant
+from compliance.models import AuditEvent, LegalHold, RetentionOverride, RetentionRun, SourceConfig, Tenant
 from exporters.sources import registry
 
 pytestmark = pytest.mark.usefixtures("clock")
@@ -122,6 +122,24 @@ def test_the_tenant_page_shows_facts_sources_requests_retention_and_holds(staff:
     assert f"/admin/tenants/{row.id}/sources/{shared.id}/check" in page
     assert "Place legal hold" not in page and "Release hold" not in page
     assert "Deletion certificates" not in page
+
+
+def test_retention_shows_the_override_its_reason_and_the_last_run(staff: Any) -> None:
+    row = tenant("wayne-1", "Wayne Enterprises", closed_at=CLOSED)
+    db.session.add_all([
+        RetentionOverride(tenant_id=row.id, primary_days=30, reason="Contract clause 12.3", set_by="test"),
+        RetentionRun(kind="primary", as_of=CLOSED, dry_run=True, requested_by="test", status="done",
+                     report={"due": [row.id], "plans": [{"tenant_id": row.id}]},
+                     started_at=datetime(2026, 2, 1, 3, tzinfo=UTC)),
+    ])
+    db.session.commit()
+    page = text(staff("legal").get(f"/admin/tenants/{row.id}"))
+    assert "Primary purge due</dt><dd>31 Jan 2026, 09:00 UTC" in page  # 30 days, not 90
+    assert "Kept for</dt><dd>30 days (primary), 12 months (backups)" in page
+    assert "Primary data kept 30 days. Reason: Contract clause 12.3" in page
+    assert "status-due" in page and "The primary purge is due" in page
+    assert re.search(r"Run \d+ \(primary, dry run\), started 01 Feb 2026, 03:00 UTC: .*?Planned", page)
+    assert re.search(r"Next sweep</dt><dd>\d\d \w{3} 2026", page)
 
 
 def test_unknown_tenant_is_the_404_page(staff: Any) -> None:
