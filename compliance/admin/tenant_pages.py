@@ -14,15 +14,15 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound
 
 from audit.certificate_pdf import KIND_TITLES
-from compliance import db, signin
-from compliance.admin import bp, forms
+from compliance import db
+from compliance.admin import bp, forms, request_detail
 from compliance.api import certificates as certificate_api
 from compliance.api import retention as retention_api
 from compliance.api import sources as source_api
 from compliance.api import tenants as tenant_api
 from compliance.api.pagination import paginate
 from compliance.auth import current_principal, may, requires
-from compliance.models import ROLES, LegalHold, OffboardingRequest, Tenant, User
+from compliance.models import ROLES, LegalHold, OffboardingRequest, Tenant
 from compliance.models.requests import TERMINAL_STATES
 from compliance.workflow import legal_regime_for
 
@@ -90,10 +90,8 @@ def render_tenant(tenant: Tenant, posted: Posted | None = None, status: int = 20
 
 
 def people(actors: Iterable[str | None]) -> dict[str, str]:
-    """Actor -> name, for the actors who are staff signed in to these pages (``user:<id>``)."""
-    ids = {int(actor[5:]) for actor in actors if actor and actor.startswith("user:") and actor[5:].isdigit()}
-    users = db.session.scalars(select(User).where(User.id.in_(ids))) if ids else []
-    return {signin.actor(user): user.name for user in users}
+    """Actor -> how the pages name them (people and API keys by name), as the request timeline does."""
+    return request_detail._actor_names({actor for actor in actors if actor})
 
 
 @bp.route("/tenants/<id:tenant_id>/sources/<id:source_id>/check", methods=["POST"])
