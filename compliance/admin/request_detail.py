@@ -48,7 +48,7 @@ ACTIONS = {
 }
 DETAILS = ("reason", "recipient", "deadline", "outcome", "error")  # the first one present is shown
 PHASES = {
-    "export": "Export: the customer receives all of their data",
+    "export": "Export",
     "knowledge_transfer": "Knowledge transfer",
     "access_reduction": "Access reduction",
     "final_billing_and_closure": "Final billing and closure",

@@ -60,7 +60,10 @@ function taskRow(task) {
     (task.total_rows !== null && task.total_rows !== undefined ? " of " + task.total_rows.toLocaleString("en") : "");
   const cells = [make("td", "", task.source), make("td", "", task.dataset), make("td"),
                  make("td", "num", rows), make("td", "num", String(task.attempts)), make("td"),
-                 make("td", "", task.error || "")];
+                 make("td", "", task.error || "—")];
+  ["Source", "Dataset", "Progress", "Rows", "Attempts", "Status", "Error"].forEach((name, index) => {
+    cells[index].dataset.label = name;
+  });
   cells[2].appendChild(progress);
   cells[5].appendChild(statusBadge(task.status));
   row.append(...cells);
