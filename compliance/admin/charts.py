@@ -82,10 +82,12 @@ def stacked_columns(ident: str, title: str, summary: str, columns: Sequence[str]
         lines = column.split(" ", 1)
         if index and lines[1:] == columns[index - 1].split(" ", 1)[1:]:
             lines = lines[:1]
+        minor = index % 2 == 1 and len(lines) == 1  # hidden on a phone (admin.css): the labels would touch
         for line, text in enumerate(lines):
             shapes.append(Markup('<text x="{x:.2f}%" y="{y}" text-anchor="middle" fill="{muted}" '
-                                 'font-size="{size}">{text}</text>')
-                          .format(x=middle, y=base + 15 + 14 * line, muted=MUTED, size=12 - line, text=text))
+                                 'font-size="{size}"{minor}>{text}</text>')
+                          .format(x=middle, y=base + 15 + 14 * line, muted=MUTED, size=12 - line, text=text,
+                                  minor=Markup(' class="minor"') if minor else ""))
     numbers = "; ".join(
         f"{column}: {total:,}" + (" (" + ", ".join(f"{one.label} {one.values[index]:,}" for one in series
                                                   if one.values[index]) + ")" if total else "")

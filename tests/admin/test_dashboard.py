@@ -27,7 +27,7 @@ def svgs(page: str) -> dict[str, ET.Element]:
 
 def cells(page: str, header: str) -> list[str]:
     """The cells of the table row whose header cell says ``header``."""
-    row = re.search(rf"<tr><th scope=\"row\">{re.escape(header)}</th>(.*?)</tr>", page, flags=re.S)
+    row = re.search(rf"<tr><th scope=\"row\"[^>]*>{re.escape(header)}</th>(.*?)</tr>", page, flags=re.S)
     assert row, f"no row {header!r}"
     return [cell.strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), flags=re.S)]
 
