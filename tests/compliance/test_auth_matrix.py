@@ -1,4 +1,5 @@
-"""Every route in the URL map, called with every role and with no key.
+"""Every route in the URL map, called with every role and with no key (API) or signed in as a
+person of every role and signed out (admin pages).
 
 A route added without a role rule fails here: the matrix below must name it.
 """
@@ -10,6 +11,7 @@ import re
 import pytest
 
 from compliance.models import ROLES
+from tests.admin.conftest import CSRF, make_user, sign_in
 
 ALL = set(ROLES)
 PUBLIC = "public"
@@ -73,6 +75,39 @@ EXPECTED: dict[str, set[str] | str] = {
     "backups.register_snapshot": {"admin"},
     "backups.list_snapshots": {"admin", "legal", "auditor"},
     "reports.dashboard": ALL,
+    # the admin pages (signed in with a browser session)
+    "admin.not_found": PUBLIC,
+    "admin.sign_in": PUBLIC,
+    "admin.sign_out": ALL,
+    "admin.dashboard": ALL,
+    "admin.requests": ALL,
+    "admin.request": ALL,
+    "admin.request_progress": ALL,
+    "admin.new_request": {"admin", "csm"},
+    "admin.request_acknowledge": {"admin", "csm"},
+    "admin.request_approve": {"admin", "csm"},
+    "admin.request_close": {"admin", "csm"},
+    "admin.request_withdraw": {"admin", "csm"},
+    "admin.request_fail": {"admin"},
+    "admin.request_extend": {"admin", "csm", "legal"},
+    "admin.request_export": {"admin", "csm"},
+    "admin.export_retry": {"admin", "csm"},
+    "admin.link_issue": {"admin", "csm"},
+    "admin.link_revoke": {"admin", "csm"},
+    "admin.link_reissue": {"admin", "csm"},
+    "admin.tenants": ALL,
+    "admin.tenant": ALL,
+    "admin.check_source": {"admin", "csm"},
+    "admin.legal": {"legal", "admin", "auditor"},
+    "admin.place_hold": {"legal", "admin"},
+    "admin.release_hold": {"legal", "admin"},
+    "admin.issue_certificate": {"legal", "admin"},
+    "admin.certificate": {"legal", "admin", "auditor"},
+    "admin.certificate_pdf": {"legal", "admin", "auditor"},
+    "admin.certificate_json": {"legal", "admin", "auditor"},
+    "admin.verify_certificate": {"legal", "admin", "auditor"},
+    "admin.audit": {"auditor", "legal", "admin"},
+    "admin.verify_audit": {"auditor", "admin"},
 }
 
 
@@ -86,6 +121,14 @@ def routes(app):  # type: ignore[no-untyped-def]
     for rule in app.url_map.iter_rules():
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             yield rule.endpoint, method, concrete(rule.rule)
+
+
+def api_routes(app):  # type: ignore[no-untyped-def]
+    return [(e, m, u) for e, m, u in routes(app) if not e.startswith("admin.")]
+
+
+def page_routes(app):  # type: ignore[no-untyped-def]
+    return [(e, m, u) for e, m, u in routes(app) if e.startswith("admin.") and EXPECTED[e] != PUBLIC]
 
 
 def test_every_route_is_in_the_matrix(app) -> None:  # type: ignore[no-untyped-def]
@@ -107,7 +150,7 @@ def test_every_view_declares_a_rule(app) -> None:  # type: ignore[no-untyped-def
 def test_matrix(client, as_role, role) -> None:  # type: ignore[no-untyped-def]
     as_role("csm")  # takes id 1 where ids restart (SQLite): DELETE /api/v1/keys/1 must not revoke ours
     headers = as_role(role) if role else {}
-    for endpoint, method, url in routes(client.application):
+    for endpoint, method, url in api_routes(client.application):
         allowed = EXPECTED[endpoint]
         response = client.open(url, method=method, headers=headers, json={} if method != "GET" else None)
         status = response.status_code
@@ -120,4 +163,28 @@ def test_matrix(client, as_role, role) -> None:  # type: ignore[no-untyped-def]
             assert status not in (401, 403), (role, method, url, status, response.json)
         else:
             assert status == 403, (role, method, url, status)
+        assert status < 500, (role, method, url, status, response.data[:300])
+
+
+@pytest.mark.parametrize("role", [*ROLES, None])
+def test_page_matrix(client, role) -> None:  # type: ignore[no-untyped-def]
+    """Pages: signed out, every page sends to the sign-in page; signed in, a role outside the
+    page's rule gets the 403 page (forms too, with a valid CSRF token), others get past it."""
+    if role:
+        make_user(role)
+        assert sign_in(client, f"{role}@example.com").status_code == 302
+    found = CSRF.search(client.get("/admin/" if role else "/admin/sign-in").get_data(as_text=True))
+    assert found is not None
+    form = {"csrf_token": found.group(1)}
+    for endpoint, method, url in page_routes(client.application):
+        if endpoint == "admin.sign_out":
+            continue  # it would end the session the rest of the matrix runs in
+        response = client.open(url, method=method, data=form if method == "POST" else None)
+        status = response.status_code
+        if role is None:
+            assert status == 302 and response.location.startswith("/admin/sign-in"), (method, url, status)
+        elif role in EXPECTED[endpoint]:
+            assert status not in (401, 403), (role, method, url, status)
+        else:
+            assert status == 403 and "You may not do this" in response.get_data(as_text=True), (role, url)
         assert status < 500, (role, method, url, status, response.data[:300])
