@@ -169,7 +169,8 @@ def test_matrix(client, as_role, role) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("role", [*ROLES, None])
 def test_page_matrix(client, role) -> None:  # type: ignore[no-untyped-def]
     """Pages: signed out, every page sends to the sign-in page; signed in, a role outside the
-    page's rule gets the 403 page (forms too, with a valid CSRF token), others get past it."""
+    page's rule gets the 403 page (forms too, with a valid CSRF token), others get past it, and
+    every form they may post is refused without its CSRF token."""
     if role:
         make_user(role)
         assert sign_in(client, f"{role}@example.com").status_code == 302
@@ -185,6 +186,9 @@ def test_page_matrix(client, role) -> None:  # type: ignore[no-untyped-def]
             assert status == 302 and response.location.startswith("/admin/sign-in"), (method, url, status)
         elif role in EXPECTED[endpoint]:
             assert status not in (401, 403), (role, method, url, status)
+            if method == "POST":  # and without its CSRF token, the same form is refused
+                forged = client.post(url, data={})
+                assert forged.status_code == 400 and "security token" in forged.get_data(as_text=True), url
         else:
             assert status == 403 and "You may not do this" in response.get_data(as_text=True), (role, url)
         assert status < 500, (role, method, url, status, response.data[:300])
