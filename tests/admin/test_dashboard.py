@@ -27,7 +27,8 @@ def svgs(page: str) -> dict[str, ET.Element]:
 
 def cells(page: str, header: str) -> list[str]:
     """The cells of the table row whose header cell says ``header``."""
-    row = re.search(rf"<tr><th scope=\"row\"[^>]*>{re.escape(header)}</th>(.*?)</tr>", page, flags=re.S)
+    row = re.search(rf"<tr><th scope=\"row\"[^>]*>(?:<a [^>]*>)?{re.escape(header)}(?:</a>)?</th>(.*?)</tr>",
+                    page, flags=re.S)
     assert row, f"no row {header!r}"
     return [cell.strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), flags=re.S)]
 
@@ -50,6 +51,8 @@ def test_the_figures_of_known_data(staff: Any, clock: Any) -> None:
     assert cells(page, "Export delivered") == ["10", "50.0 h", "90.0 h"]
     assert cells(page, "Closure") == ["4", "7.0 d", "20.0 d"]
     assert cells(page, "Export ready") == ["6"] and cells(page, "Failed") == ["0"]
+    assert '<a href="/admin/requests?status=export_ready">Export ready</a>' in page
+    assert '<a href="/admin/requests?overdue=true">2 overdue</a>' in page
     # churn: one row per month, one column per reason that occurs, and the total
     assert ">Price</th>" in page and ">Budget cuts</th>" in page and ">Acquired</th>" not in page
     assert cells(page, "Feb 2026") == ["6", "5", "1", "0", "12"]
