@@ -21,7 +21,9 @@ from compliance.models import Tenant
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
 @one_line_errors
 def purge(as_of: str, tenant_id: int | None, dry_run: bool) -> None:
-    """Run the primary purge of the tenants due as of a day, here and now (no queue)."""
+    """Run the primary purge of the tenants due as of a day, here and now (no queue).
+
+    The backup purge, dry or real, is `offboard backups sweep`."""
     from retention import purge as purges
 
     moment = _day(as_of)
@@ -30,7 +32,7 @@ def purge(as_of: str, tenant_id: int | None, dry_run: bool) -> None:
         with db.transaction():
             if db.session.get(Tenant, tenant_id) is None:
                 raise LookupError(f"tenant {tenant_id} not found")
-    row = purges.run("primary", as_of=moment, tenant_id=tenant_id, dry_run=dry_run, actor=CLI_ACTOR,
+    row = purges.run(as_of=moment, tenant_id=tenant_id, dry_run=dry_run, actor=CLI_ACTOR,
                      enqueue=False)
     report = row.report or {}
     due, held = report.get("due", []), set(report.get("held", []))
@@ -206,25 +208,60 @@ def list_backups(tenant_id: int | None) -> None:
 
 
 @backups_group.command(name="sweep")
+@click.option("--as-of", "as_of", metavar="YYYY-MM-DD",
+              help="Sweep as of the start of this day (UTC), not now; a real sweep refuses a later day.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would be deleted and whose keys destroyed; change nothing.")
 @one_line_errors
-def sweep_backups() -> None:
-    """Run the backup sweep now, here (no queue): delete expired snapshots, crypto-shred due tenants."""
+def sweep_backups(as_of: str | None, dry_run: bool) -> None:
+    """Run the backup sweep here (no queue): delete expired snapshots, crypto-shred due tenants.
+
+    The backup purge from the command line, dry or real: a retention run of kind backups, as
+    POST /api/v1/retention/runs starts one. `offboard purge` is the primary purge."""
     from retention import backups
 
+    moment = _day(as_of) if as_of is not None else None
     config.use(database())
-    report = backups.run_backup_sweep(actor=CLI_ACTOR)
+    row = backups.run(as_of=moment, dry_run=dry_run, actor=CLI_ACTOR)
+    report = row.report or {}
+    if dry_run:
+        _echo_backup_plan(row.id, report)
+        return
     for entry in report["snapshots"]:
-        click.echo(f"snapshot {entry['snapshot_id']}: {entry['status']}"
-                   + (f" ({entry.get('exception') or entry.get('error')})"
-                      if entry.get("exception") or entry.get("error") else ""))
+        click.echo(f"snapshot {entry['snapshot_id']}: {entry['status']}" + _why(entry))
     for entry in report["tenants"]:
         certificate = entry.get("certificate") or {}
         click.echo(f"tenant {entry['tenant_id']}: {entry['status']}"
-                   + (f", certificate {certificate['id']}" if "id" in certificate else "")
-                   + (f" ({entry.get('exception') or entry.get('error')})"
-                      if entry.get("exception") or entry.get("error") else ""))
+                   + (f", certificate {certificate['id']}" if "id" in certificate else "") + _why(entry))
     failed = [e for e in report["snapshots"] + report["tenants"] if e["status"] == "failed"]
     if failed:
-        raise click.ClickException(f"{len(failed)} item(s) failed; see run {report['run_id']}")
-    click.echo(f"backup sweep {report['run_id']}: {len(report['snapshots'])} snapshot(s), "
+        raise click.ClickException(f"{len(failed)} item(s) failed; see run {row.id}")
+    click.echo(f"backup sweep {row.id}: {len(report['snapshots'])} snapshot(s), "
                f"{len(report['tenants'])} tenant(s)")
+
+
+def _why(entry: dict[str, Any]) -> str:
+    reason = entry.get("exception") or entry.get("error")
+    return f" ({reason})" if reason else ""
+
+
+_SNAPSHOT_WOULD = {"deleted": "would be deleted", "retired": "would be retired (its tenants' keys are gone)",
+                   "waiting": "would be kept for now", "held": "HELD, would be kept"}
+
+
+def _echo_backup_plan(run_id: int, report: dict[str, Any]) -> None:
+    snapshots, tenants = report["snapshots"], report["tenants"]
+    shredded = [entry for entry in tenants if entry["would"] == "purged"]
+    click.echo(f"dry run {run_id} of the backup sweep as of {report['as_of']}: {len(snapshots)} expired "
+               f"snapshot(s), {len(shredded)} tenant(s) to crypto-shred, {len(report['held'])} held; "
+               "nothing was deleted")
+    for entry in snapshots:
+        what = _SNAPSHOT_WOULD[entry["would"]]
+        click.echo(f"snapshot {entry['snapshot_id']} ({entry['method']}, taken {entry['taken_at']}, "
+                   f"{entry['location'].rstrip('/')}/{entry['object']}): {what}" + _why(entry))
+    for entry in tenants:
+        what = ("HELD, its keys would not be destroyed" if entry["would"] == "held" else
+                f"would be crypto-shredded: {entry['keys']} data key(s) destroyed, "
+                f"{entry['snapshots']} snapshot(s) deleted")
+        click.echo(f"tenant {entry['tenant_id']} ({entry['external_ref']}), backups due "
+                   f"{entry['backup_due']}: {what}" + _why(entry))

@@ -20,6 +20,11 @@ that checks the legal holds at the moment it deletes:
    purge. A ``crypto_shred`` snapshot is retired (``backups.snapshot_retired``) once it has
    expired and every tenant it holds is crypto-shredded.
 
+Every sweep is a ``run``: a ``RetentionRun`` of kind ``backups`` that keeps its report, started by
+the cron job, ``POST /api/v1/retention/runs`` or ``offboard backups sweep``. A dry run keeps the
+``plan`` instead: the sweep's own decisions, item by item, with nothing deleted, destroyed or
+audited, so that what it lists is what the real sweep then does.
+
 ``backups.purged`` is a contract with ``audit.certificates``: its data is exactly
 ``{"snapshots", "started_at", "finished_at"}``. Re-running the sweep changes nothing: a snapshot
 is purged once, a tenant's purge is one ``PurgeStep`` (kind ``backups``) done once.
@@ -27,19 +32,21 @@ is purged once, a tenant's purge is one ``PurgeStep`` (kind ``backups``) done on
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, or_, select
 
 import audit
-from compliance import clock, config, db, notify
+from compliance import clock, config, db, notify, queues
 from compliance.models import (
     BackupSnapshot,
     LegalHold,
     RetentionRun,
     Tenant,
+    TenantKey,
     backup_snapshot_tenants,
 )
 from exporters import keys
@@ -109,7 +116,7 @@ def _describe(snapshot: BackupSnapshot) -> dict[str, Any]:
             "tenant_ids": [tenant.id for tenant in snapshot.tenants]}
 
 
-# --- the sweep -------------------------------------------------------------------------------------
+# --- the run ---------------------------------------------------------------------------------------
 
 
 def scheduled_backup_sweep() -> dict[str, Any]:
@@ -118,29 +125,97 @@ def scheduled_backup_sweep() -> dict[str, Any]:
 
 
 def run_backup_sweep(as_of: datetime | None = None, *, actor: str = ACTOR) -> dict[str, Any]:
-    """Delete the expired snapshots, crypto-shred the tenants whose backups are due; the report
-    (also kept as a ``RetentionRun`` of kind ``backups``). Never looks ahead of now."""
+    """The real sweep, here and now (no queue): its report, with the id of the run that keeps it."""
+    row = run(as_of=as_of, actor=actor)
+    return {"run_id": row.id, **(row.report or {})}
+
+
+def run(*, as_of: datetime | None = None, dry_run: bool = False, actor: str = ACTOR,
+        enqueue: bool = False) -> RetentionRun:
+    """A ``RetentionRun`` of kind ``backups`` as of ``as_of``: a dry run keeps the ``plan`` as its
+    report; a real one sweeps, here or (``enqueue``) in a job on the retention queue.
+
+    Like the primary purge, a real run never looks ahead: a snapshot deleted or a key destroyed a
+    day early cannot be brought back.
+    """
     now = clock.now()
     as_of = as_of or now
-    if as_of > now:
+    if as_of > now and not dry_run:
         raise ValueError(f"a backup sweep cannot run as of {as_of.isoformat()}, later than now")
     with db.transaction():
-        row = RetentionRun(kind="backups", as_of=as_of, dry_run=False, requested_by=actor, status="running",
+        row = RetentionRun(kind="backups", as_of=as_of, dry_run=dry_run, requested_by=actor, status="running",
                            started_at=now)
         db.session.add(row)
+    if dry_run:
+        with db.transaction():
+            report = plan(as_of)
+        return _finish(row.id, report, "done")
+    if enqueue:
+        queues.queue(QUEUE).enqueue(sweep, row.id, job_id=f"backups-run-{row.id}",
+                                    job_timeout=purge.JOB_TIMEOUT, result_ttl=7 * 86400,
+                                    failure_ttl=30 * 86400)
+        return row
+    sweep(row.id)
+    return db.session.get(RetentionRun, row.id, populate_existing=True) or row
+
+
+def sweep(run_id: int) -> dict[str, Any]:
+    """RQ job, or called inline: the real sweep of a backups run; its report, kept in the run."""
+    with db.transaction():
+        row = db.session.get(RetentionRun, run_id, populate_existing=True)
+        assert row is not None
+        as_of = row.as_of
+    try:
+        report = _sweep(as_of)
+    except Exception as error:  # the run must not stay "running" for ever
+        _finish(run_id, {"as_of": as_of.isoformat(), "error": f"{type(error).__name__}: {error}"[:2000]},
+                "failed")
+        raise
+    _finish(run_id, report, "done")
+    log.info("backup_sweep", run_id=run_id, snapshots=len(report["snapshots"]),
+             tenants=len(report["tenants"]))
+    return report
+
+
+def _finish(run_id: int, report: dict[str, Any], status: str) -> RetentionRun:
+    with db.transaction():
+        row = db.session.get(RetentionRun, run_id, with_for_update=True, populate_existing=True)
+        assert row is not None
+        row.report, row.status, row.finished_at = report, status, clock.now()
+    return row
+
+
+# --- the sweep and its plan ----------------------------------------------------------------------
+
+
+def _sweep(as_of: datetime) -> dict[str, Any]:
+    """Delete the expired snapshots, crypto-shred the tenants whose backups are due, retire the
+    expired copies we cannot delete; the report, item by item."""
+    with db.transaction():
         expired = _expired(as_of)
     snapshots = [_delete_snapshot(snapshot_id) for snapshot_id in expired["delete"]]
     with db.transaction():
         due = [*policy.due_for_backup_purge(as_of), *_last_snapshot_gone(as_of)]
     tenants = [_purge_tenant(tenant_id) for tenant_id in dict.fromkeys(due)]
     snapshots += [_retire_snapshot(snapshot_id) for snapshot_id in expired["crypto_shred"]]
-    report = {"as_of": as_of.isoformat(), "snapshots": snapshots, "tenants": tenants,
-              "held": [entry for entry in snapshots + tenants if entry["status"] == "held"]}
-    with db.transaction():
-        row = db.session.get(RetentionRun, row.id, with_for_update=True, populate_existing=True) or row
-        row.report, row.status, row.finished_at = report, "done", clock.now()
-    log.info("backup_sweep", run_id=row.id, snapshots=len(snapshots), tenants=len(tenants))
-    return {"run_id": row.id, **report}
+    return {"as_of": as_of.isoformat(), "snapshots": snapshots, "tenants": tenants,
+            "held": [entry for entry in snapshots + tenants if entry["status"] == "held"]}
+
+
+def plan(as_of: datetime) -> dict[str, Any]:
+    """What ``_sweep`` as of ``as_of`` would do, item by item and in its order, deleting, destroying
+    and recording nothing: each entry's ``would`` is the ``status`` the sweep would report for it
+    (deleted, retired, waiting, held; a tenant: purged, held). A deletion that fails, it cannot
+    foresee."""
+    expired = _expired(as_of)
+    snapshots = [_plan_snapshot(_snapshot(snapshot_id)) for snapshot_id in expired["delete"]]
+    deleting = {entry["snapshot_id"] for entry in snapshots if entry["would"] == "deleted"}
+    due = [*policy.due_for_backup_purge(as_of), *_last_snapshot_gone(as_of, deleting)]
+    tenants = [_plan_tenant(tenant_id, deleting) for tenant_id in dict.fromkeys(due)]
+    shredded = {entry["tenant_id"] for entry in tenants if entry["would"] == "purged"}
+    snapshots += [_plan_snapshot(_snapshot(snapshot_id), shredded) for snapshot_id in expired["crypto_shred"]]
+    return {"as_of": as_of.isoformat(), "snapshots": snapshots, "tenants": tenants,
+            "held": [entry for entry in snapshots + tenants if entry["would"] == "held"]}
 
 
 def _expired(as_of: datetime) -> dict[str, list[int]]:
@@ -157,19 +232,53 @@ def _expired(as_of: datetime) -> dict[str, list[int]]:
     return found
 
 
-def _last_snapshot_gone(as_of: datetime) -> list[int]:
+def _last_snapshot_gone(as_of: datetime, deleting: Collection[int] = ()) -> list[int]:
     """Closed tenants, primary purge done, backups not, that some snapshot held and none holds
-    any more (each deleted, or an expired copy to crypto-shred)."""
+    any more (each deleted, or an expired copy to crypto-shred); a plan counts the snapshots it
+    would delete, ``deleting``, as gone."""
     candidates = db.session.scalars(select(Tenant.id).where(
         Tenant.closed_at.is_not(None), Tenant.purged_at.is_not(None), Tenant.backups_purged_at.is_(None),
         exists().where(backup_snapshot_tenants.c.tenant_id == Tenant.id)).order_by(Tenant.id)).all()
     gone = []
     for tenant_id in candidates:
         snapshots = db.session.scalars(select(BackupSnapshot).join(backup_snapshot_tenants).where(
-            backup_snapshot_tenants.c.tenant_id == tenant_id, BackupSnapshot.purged_at.is_(None))).all()
+            backup_snapshot_tenants.c.tenant_id == tenant_id, BackupSnapshot.purged_at.is_(None),
+            BackupSnapshot.id.not_in(deleting))).all()
         if all(s.method == "crypto_shred" and expires_at(s) <= as_of for s in snapshots):
             gone.append(tenant_id)
     return gone
+
+
+def _plan_snapshot(snapshot: BackupSnapshot, shredded: Collection[int] = ()) -> dict[str, Any]:
+    """What ``_delete_snapshot`` or ``_retire_snapshot`` would decide, ``shredded`` being the
+    tenants the plan crypto-shreds before it retires copies."""
+    entry = {**_describe(snapshot), "expires_at": expires_at(snapshot).isoformat()}
+    found = _holds_on(snapshot)
+    if found:
+        return {**entry, "would": "held", **_hold_exception(snapshot, found)}
+    if snapshot.method == "delete":
+        return {**entry, "would": "deleted"}
+    waiting = [tenant.id for tenant in snapshot.tenants if tenant.id not in shredded
+               and db.session.get(Tenant, tenant.id, populate_existing=True).backups_purged_at is None]
+    if waiting:
+        return {**entry, "would": "waiting", "exception": _readable(snapshot.id, waiting)}
+    return {**entry, "would": "retired"}
+
+
+def _plan_tenant(tenant_id: int, deleting: Collection[int]) -> dict[str, Any]:
+    tenant = db.session.get(Tenant, tenant_id)
+    assert tenant is not None
+    due = policy.schedule_of(tenant).backup_due
+    live_keys = db.session.scalar(select(func.count()).select_from(TenantKey).where(
+        TenantKey.tenant_id == tenant_id, TenantKey.wrapped_key.is_not(None)))
+    entry = {"tenant_id": tenant_id, "external_ref": tenant.external_ref,
+             "backup_due": due.isoformat() if due else None, "keys": live_keys,
+             "snapshots": len(_deleted_snapshots(tenant_id, deleting))}
+    found = holds.active(tenant_id)
+    if found:
+        return {**entry, "would": "held", "holds": [hold.id for hold in found],
+                "exception": str(holds.HoldActive(tenant_id, found))}
+    return {**entry, "would": "purged"}
 
 
 # --- one snapshot ----------------------------------------------------------------------------------
@@ -188,15 +297,29 @@ def _holds_on(snapshot: BackupSnapshot) -> list[LegalHold]:
         LegalHold.tenant_id.in_(ids), LegalHold.released_at.is_(None)).order_by(LegalHold.id)))
 
 
+def _snapshot(snapshot_id: int) -> BackupSnapshot:
+    snapshot = db.session.get(BackupSnapshot, snapshot_id, populate_existing=True)
+    assert snapshot is not None
+    return snapshot
+
+
 def _held(snapshot: BackupSnapshot, found: list[LegalHold]) -> dict[str, Any]:
     log.info("backup_snapshot_held", snapshot_id=snapshot.id, holds=[hold.id for hold in found])
     return {"snapshot_id": snapshot.id, "status": "held",
-            "tenant_ids": [tenant.id for tenant in snapshot.tenants],
-            "holds": [{"hold_id": hold.id, "tenant_id": hold.tenant_id, "matter": hold.matter,
+            "tenant_ids": [tenant.id for tenant in snapshot.tenants], **_hold_exception(snapshot, found)}
+
+
+def _hold_exception(snapshot: BackupSnapshot, found: list[LegalHold]) -> dict[str, Any]:
+    return {"holds": [{"hold_id": hold.id, "tenant_id": hold.tenant_id, "matter": hold.matter,
                        "placed_at": hold.placed_at.isoformat()} for hold in found],
-            "exception": f"snapshot {snapshot.id} was kept: "
+            "exception": f"snapshot {snapshot.id} is kept: "
                          + "; ".join(f"tenant {hold.tenant_id} is under legal hold {hold.id} ({hold.matter})"
                                      for hold in found)}
+
+
+def _readable(snapshot_id: int, waiting: list[int]) -> str:
+    return (f"snapshot {snapshot_id} stays readable for tenant(s) {', '.join(map(str, waiting))}, "
+            "whose keys are not destroyed")
 
 
 def _delete_snapshot(snapshot_id: int) -> dict[str, Any]:
@@ -249,8 +372,7 @@ def _retire_snapshot(snapshot_id: int) -> dict[str, Any]:
                    if db.session.get(Tenant, tenant.id, populate_existing=True).backups_purged_at is None]
         if waiting:
             return {"snapshot_id": snapshot_id, "status": "waiting", "tenant_ids": waiting,
-                    "exception": f"snapshot {snapshot_id} stays readable for tenant(s) "
-                                 f"{', '.join(map(str, waiting))}, whose keys are not destroyed"}
+                    "exception": _readable(snapshot_id, waiting)}
         snapshot.purged_at, snapshot.purge_error = clock.now(), None
         audit.record("backups.snapshot_retired", actor=ACTOR, subject=("backup_snapshot", snapshot.id),
                      data=_describe(snapshot))
@@ -277,10 +399,7 @@ def _purge_tenant(tenant_id: int) -> dict[str, Any]:
             if step.status == "done" or tenant.backups_purged_at is not None:
                 return {"tenant_id": tenant_id, "status": "already_purged"}
             holds.ensure_none(tenant_id)
-            deleted = list(db.session.scalars(
-                select(BackupSnapshot.purged_at).join(backup_snapshot_tenants)
-                .where(backup_snapshot_tenants.c.tenant_id == tenant_id, BackupSnapshot.method == "delete",
-                       BackupSnapshot.purged_at.is_not(None))))
+            deleted = [snapshot.purged_at for snapshot in _deleted_snapshots(tenant_id)]
             now = clock.now()
             destroyed = keys.destroy_tenant_keys(tenant_id, actor=ACTOR)
             data = {"snapshots": len(deleted), "started_at": min([*deleted, now]).isoformat(),
@@ -306,6 +425,14 @@ def _purge_tenant(tenant_id: int) -> dict[str, Any]:
     result["notified"] = _notify(tenant_id, request_id, result)
     log.info("backups_purged", tenant_id=tenant_id, keys=destroyed, snapshots=data["snapshots"])
     return result
+
+
+def _deleted_snapshots(tenant_id: int, deleting: Collection[int] = ()) -> list[BackupSnapshot]:
+    """The tenant's ``delete`` snapshots that are gone (in a plan, also those it would delete)."""
+    return list(db.session.scalars(select(BackupSnapshot).join(backup_snapshot_tenants).where(
+        backup_snapshot_tenants.c.tenant_id == tenant_id, BackupSnapshot.method == "delete",
+        or_(BackupSnapshot.purged_at.is_not(None), BackupSnapshot.id.in_(deleting)))
+        .execution_options(populate_existing=True)))
 
 
 def _notify(tenant_id: int, request_id: int | None, result: dict[str, Any]) -> list[str]:

@@ -45,7 +45,6 @@ from exporters.staging import staging_dir
 from retention import holds, policy
 
 QUEUE = "retention"
-KINDS = ("primary",)  # "backups" comes with retention/backups.py
 ACTOR = "system:purge"
 JOB_TIMEOUT = 6 * 3600
 _LIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
@@ -395,15 +394,14 @@ def _plan_source(source: SourceConfig, scope: Scope) -> dict[str, Any]:
         return {**entry, "error": f"{type(error).__name__}: {error}"[:500]}
 
 
-def run(kind: str = "primary", *, as_of: datetime | None = None, tenant_id: int | None = None,
-        dry_run: bool = False, actor: str = "system", enqueue: bool = True) -> RetentionRun:
-    """One retention run over the tenants due at ``as_of``, recorded with its report.
+def run(*, as_of: datetime | None = None, tenant_id: int | None = None, dry_run: bool = False,
+        actor: str = "system", enqueue: bool = True) -> RetentionRun:
+    """One primary retention run over the tenants due at ``as_of``, recorded with its report (a run
+    of kind ``backups`` is ``retention.backups.run``).
 
     A real run never looks ahead: deleting what is due only tomorrow is the one mistake a
     purge cannot undo, so ``as_of`` later than now is refused unless it is a dry run.
     """
-    if kind not in KINDS:
-        raise ValueError(f"retention run kind {kind!r} is not built; kinds are {', '.join(KINDS)}")
     now = clock.now()
     as_of = as_of or now
     if as_of > now and not dry_run:
@@ -411,8 +409,9 @@ def run(kind: str = "primary", *, as_of: datetime | None = None, tenant_id: int 
     with db.transaction():
         due = [t for t in policy.due_for_primary_purge(as_of) if tenant_id is None or t == tenant_id]
         held = [t for t in due if holds.active(t)]
-        row = RetentionRun(kind=kind, as_of=as_of, dry_run=dry_run, tenant_id=tenant_id, requested_by=actor,
-                           status="running", started_at=now, report={"due": due, "held": held})
+        row = RetentionRun(kind="primary", as_of=as_of, dry_run=dry_run, tenant_id=tenant_id,
+                           requested_by=actor, status="running", started_at=now,
+                           report={"due": due, "held": held})
         db.session.add(row)
     if dry_run:
         return _finish(row, plans=[plan_tenant(t) for t in due])
@@ -448,7 +447,7 @@ def _enqueue(tenant_id: int, run_id: int) -> bool:
 
 def scheduled_sweep() -> int:
     """The daily cron job: enqueue the purge of every due, unheld tenant; how many were enqueued."""
-    row = run("primary", actor=audit.SYSTEM)
+    row = run(actor=audit.SYSTEM)
     return len((row.report or {}).get("enqueued", []))
 
 

@@ -1,5 +1,5 @@
 """Retention: a tenant's purge dates and state, legal holds, contractual overrides, and runs of
-the primary purge (dry or real) with their reports."""
+the primary purge or the backup sweep (dry or real) with their reports."""
 
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ from compliance.api.tenants import get_or_404
 from compliance.api.writes import writes
 from compliance.auth import current_principal, requires
 from compliance.models import LegalHold, PurgeStep, RetentionOverride, RetentionRun, Tenant
-from retention import holds, policy, purge
+from retention import backups, holds, policy, purge
 
 blp = Blueprint("retention", __name__, url_prefix="/api/v1",
                 description="Retention dates, legal holds, overrides and purge runs")
 READERS = ("admin", "csm", "legal", "auditor")
 RUN_READERS = ("admin", "legal", "auditor")
+KINDS = ("primary", "backups")
 SWEEP = purge.scheduled_sweep
 RUNS_SCANNED = 500  # a tenant is in at most one daily sweep a day between closing and its purge
 EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2999, 12, 31, tzinfo=UTC)
@@ -85,10 +86,19 @@ class OverrideIn(Strict):
 
 
 class RunIn(Strict):
-    kind = one_of(purge.KINDS, load_default="primary")
+    kind = one_of(KINDS, load_default="primary", metadata={
+        "description": "primary: purge the tenants due; backups: the backup sweep (expired snapshots, "
+                       "crypto-shredding)"})
     as_of = AsOf()
-    tenant_id = fields.Integer(validate=validate.Range(1, 2**63 - 1))
+    tenant_id = fields.Integer(validate=validate.Range(1, 2**63 - 1),
+                               metadata={"description": "primary runs only: just this tenant"})
     dry_run = fields.Boolean(load_default=True)
+
+    @validates_schema
+    def _tenant_for_primary(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("kind") == "backups" and "tenant_id" in data:
+            raise ValidationError("a backups run sweeps every snapshot; tenant_id is for primary runs",
+                                  "tenant_id")
 
 
 class HoldOut(Schema):
@@ -121,8 +131,10 @@ class RunSummary(Schema):
 
 
 class RunOut(RunSummary):
-    report = fields.Dict(allow_none=True, metadata={
-        "description": "due and held tenant ids; a dry run's plans, a real run's enqueued ids and results"})
+    report = fields.Dict(allow_none=True, metadata={"description": (
+        "primary: due and held tenant ids, a dry run's plans, a real run's enqueued ids and results; "
+        "backups: snapshots, tenants and held entries, each with the status the sweep gave it or, in a "
+        "dry run, the one it would give it (would)")})
 
 
 class RunPage(Page):
@@ -255,10 +267,12 @@ def set_override(data: dict[str, Any], tenant_id: int) -> dict[str, Any]:
 @requires("admin")
 @blp.arguments(RunIn)
 @blp.response(201, RunOut)
-@blp.alt_response(422, description="a real run as of a later time than now, or an unknown tenant")
+@blp.alt_response(422, description="a real run as of a later time than now, an unknown tenant, "
+                                   "or a tenant for a backups run")
 @writes
 def start_run(data: dict[str, Any]) -> RetentionRun:
-    """Run the purge now: a dry run reports what it would delete; a real one enqueues the purges."""
+    """Run the primary purge or the backup sweep now: a dry run reports what it would delete; a real
+    one enqueues the work, whose results the run's report gathers."""
     tenant_id = data.get("tenant_id")
     if tenant_id is not None and db.session.get(Tenant, tenant_id) is None:
         abort(422, message=f"tenant {tenant_id} not found",
@@ -266,8 +280,10 @@ def start_run(data: dict[str, Any]) -> RetentionRun:
     actor = current_principal().actor
     db.session.commit()  # the run works in transactions of its own
     try:
-        return purge.run(data["kind"], as_of=data.get("as_of"), tenant_id=tenant_id, dry_run=data["dry_run"],
-                         actor=actor, enqueue=True)
+        if data["kind"] == "backups":
+            return backups.run(as_of=data.get("as_of"), dry_run=data["dry_run"], actor=actor, enqueue=True)
+        return purge.run(as_of=data.get("as_of"), tenant_id=tenant_id, dry_run=data["dry_run"], actor=actor,
+                         enqueue=True)
     except ValueError as error:
         abort(422, message=str(error), errors={"json": {"as_of": [str(error)]}})
 
@@ -336,6 +352,8 @@ def _last_run(tenant: Tenant) -> dict[str, Any] | None:
 
 def _outcome(report: dict[str, Any], tenant_id: int) -> str | None:
     results = [entry for entry in report.get("tenants", []) if entry.get("tenant_id") == tenant_id]
+    if results and "would" in results[-1]:  # a backups dry run's plan
+        return "held" if results[-1]["would"] == "held" else "planned"
     if results:
         return str(results[-1].get("status"))
     if tenant_id in report.get("held", []):

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from audit import keys
 from compliance import config, db, queues
-from compliance.models import AuditEvent, LegalHold, SourceConfig, Tenant
+from compliance.models import AuditEvent, LegalHold, RetentionRun, SourceConfig, Tenant
 from compliance.worker import CRON_CONFIG
 from exporters.sources import registry
 from retention import purge
@@ -281,7 +281,12 @@ def test_runs_are_listed_newest_first_with_a_cursor(client: Any, as_role: Any) -
 
 
 @pytest.mark.parametrize("body, field", [
-    ({"kind": "backups"}, "kind"),
+    ({"kind": "tape"}, "kind"),
+    ({"kind": 7}, "kind"),
+    ({"kind": "backups", "tenant_id": 1}, "tenant_id"),  # a backups run sweeps every snapshot
+    ({"kind": "backups", "as_of": "soon"}, "as_of"),
+    ({"kind": "backups", "dry_run": "yes please"}, "dry_run"),
+    ({"kind": "backups", "dry_run": False, "as_of": "2026-03-03"}, "as_of"),
     ({"as_of": "tomorrow"}, "as_of"),
     ({"as_of": "2026-02-30"}, "as_of"),
     ({"as_of": "0001-01-01"}, "as_of"),
@@ -296,6 +301,7 @@ def test_run_validation_names_the_field(client: Any, as_role: Any, clock: Any, b
     answer = client.post("/api/v1/retention/runs", json=body, headers=as_role("admin"))
     assert answer.status_code == 422, answer.json
     assert field in answer.json["errors"]["json"]
+    assert db.session.scalars(select(RetentionRun)).all() == []
 
 
 def test_a_real_run_enqueues_the_purge_and_reports_it(client: Any, as_role: Any, clock: Any, work: Any,
@@ -322,3 +328,59 @@ def test_a_real_run_enqueues_the_purge_and_reports_it(client: Any, as_role: Any,
     assert view["state"] == "purged" and view["purged_at"] == iso(clock.now())
     assert view["last_run"]["id"] == run["id"] and view["last_run"]["outcome"] == "purged"
     assert {step["status"] for step in view["purge_steps"]} == {"done"}
+
+
+def test_a_backups_run_plans_then_sweeps_through_the_queue(client: Any, as_role: Any, clock: Any, work: Any,
+                                                           tmp_path: Path, signing_keys: None) -> None:
+    tenant_id = closed_tenant()
+    db.session.get(Tenant, tenant_id).purged_at = CLOSED
+    db.session.commit()
+    store = tmp_path / "backups"
+    (store / "nightly-1").mkdir(parents=True)
+    (store / "nightly-1" / "db.dump").write_bytes(b"dump")
+    admin = as_role("admin")
+    snapshot = client.post("/api/v1/backups", headers=admin, json={
+        "taken_at": "2026-03-01T02:00:00+00:00", "location": str(store), "object": "nightly-1",
+        "tenant_ids": [tenant_id]}).json
+    for role in ("legal", "auditor", "csm"):
+        refused = client.post("/api/v1/retention/runs", json={"kind": "backups"}, headers=as_role(role))
+        assert refused.status_code == 403
+
+    # expired a day after the snapshot's 12 months; the tenant's own 12 months end at 09:00 that day,
+    # so its keys go because its last snapshot does
+    answer = client.post("/api/v1/retention/runs", json={"kind": "backups", "as_of": "2027-03-02"},
+                         headers=admin)
+    assert answer.status_code == 201, answer.json
+    run = answer.json
+    assert (run["kind"], run["dry_run"], run["status"]) == ("backups", True, "done")
+    [planned] = run["report"]["snapshots"]
+    assert (planned["snapshot_id"], planned["would"], planned["tenant_ids"]) == (snapshot["id"], "deleted",
+                                                                                 [tenant_id])
+    [shred] = run["report"]["tenants"]
+    assert (shred["tenant_id"], shred["would"], shred["snapshots"]) == (tenant_id, "purged", 1)
+    assert run["report"]["held"] == []
+    assert (store / "nightly-1" / "db.dump").exists()
+    backup_events = select(AuditEvent.action).where(AuditEvent.action.startswith("backups."))
+    assert db.session.scalars(backup_events).all() == ["backups.snapshot_registered"]
+    view = client.get(f"/api/v1/tenants/{tenant_id}/retention", headers=as_role("csm")).json
+    assert view["backups_purged_at"] is None
+    assert view["last_run"]["id"] == run["id"] and view["last_run"]["outcome"] == "planned"
+
+    clock.freeze(datetime(2027, 3, 2, tzinfo=UTC))
+    answer = client.post("/api/v1/retention/runs", json={"kind": "backups", "dry_run": False}, headers=admin)
+    assert answer.status_code == 201, answer.json
+    run = answer.json
+    assert (run["dry_run"], run["status"], run["report"]) == (False, "running", None)
+    assert queues.queue("retention").fetch_job(f"backups-run-{run['id']}") is not None
+    assert (store / "nightly-1" / "db.dump").exists()  # only enqueued
+
+    work()
+    done = client.get(f"/api/v1/retention/runs/{run['id']}", headers=as_role("auditor")).json
+    assert done["status"] == "done" and done["report"]["as_of"] == iso(clock.now())
+    assert [(e["snapshot_id"], e["status"]) for e in done["report"]["snapshots"]] == [
+        (snapshot["id"], "deleted")]
+    assert [(e["tenant_id"], e["status"]) for e in done["report"]["tenants"]] == [(tenant_id, "purged")]
+    assert not (store / "nightly-1").exists()
+    view = client.get(f"/api/v1/tenants/{tenant_id}/retention", headers=as_role("csm")).json
+    assert view["backups_purged_at"] == iso(clock.now())
+    assert view["last_run"]["id"] == run["id"] and view["last_run"]["outcome"] == "purged"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -29,6 +30,7 @@ from compliance.models import (
     Export,
     OutboxMessage,
     PurgeStep,
+    RetentionRun,
     Tenant,
     TenantKey,
     User,
@@ -268,9 +270,84 @@ def test_a_copy_we_cannot_delete_is_retired_once_its_tenants_are_shredded(world:
     assert backups.run_backup_sweep()["snapshots"] == []
 
 
-def test_a_sweep_never_looks_ahead(world: World, clock: Any) -> None:
+def closed_tenant(ref: str, closed_at: datetime, tmp_path: Path) -> Tenant:
+    """A tenant with a sealed export (so a data key to destroy), closed and purged at ``closed_at``."""
+    tenant = Tenant(external_ref=ref, name=ref.title(), region="DE")
+    db.session.add(tenant)
+    db.session.flush()
+    sealed_export(tenant, tmp_path)
+    tenant.closed_at = tenant.purged_at = closed_at
+    db.session.commit()
+    return tenant
+
+
+def test_the_dry_run_lists_exactly_what_the_real_sweep_then_does(world: World, clock: Any,
+                                                                 tmp_path: Path) -> None:
+    location, offsite = str(tmp_path / "backups"), str(tmp_path / "offsite")
+    held = closed_tenant("held-3", clock.now() - timedelta(days=1), tmp_path)  # due first
+    late = closed_tenant("late-4", clock.now() + timedelta(days=30), tmp_path)  # not due at 12 months
+    hold = holds.place(held.id, reason="litigation", matter="Held v. Us", actor="legal@example.com")
+    db.session.commit()
+
+    def snapshot(name: str, tenants: list[Tenant], method: str = "delete") -> BackupSnapshot:
+        taken = snapshot_at(offsite if method == "crypto_shred" else location, name, tenants,
+                            taken_at=clock.now(), tmp_path=tmp_path)
+        db.session.get(BackupSnapshot, taken.id).method = method
+        db.session.commit()
+        return taken
+
+    both = snapshot("nightly-1", [world.tenant, world.other])
+    kept = snapshot("nightly-2", [held, world.other])
+    lates = snapshot("nightly-3", [late])  # its last snapshot: the tenant's keys go with it
+    tape = snapshot("tape-1", [world.tenant, late], "crypto_shred")
+    waiting = snapshot("tape-2", [world.other], "crypto_shred")
+    held_tape = snapshot("tape-3", [held], "crypto_shred")
+    clock.advance(twelve_months_later(clock) - clock.now())
+    young = snapshot("nightly-4", [world.tenant])
+    before = state()
+
+    dry = backups.run(dry_run=True)
+    assert (dry.kind, dry.dry_run, dry.status) == ("backups", True, "done")
+    assert state() == before and all(stored(s) for s in (both, kept, lates, young))
+    assert live_keys(world.tenant.id) == live_keys(late.id) == live_keys(held.id) == 1
+    plan = dry.report
+    assert [(e["snapshot_id"], e["would"]) for e in plan["snapshots"]] == [
+        (both.id, "deleted"), (kept.id, "held"), (lates.id, "deleted"),
+        (tape.id, "retired"), (waiting.id, "waiting"), (held_tape.id, "held")]
+    assert [(e["tenant_id"], e["would"]) for e in plan["tenants"]] == [
+        (held.id, "held"), (world.tenant.id, "purged"), (late.id, "purged")]
+    assert [(e.get("snapshot_id"), e.get("tenant_id")) for e in plan["held"]] == [
+        (kept.id, None), (held_tape.id, None), (None, held.id)]
+    assert f"legal hold {hold.id}" in plan["snapshots"][1]["exception"]
+
+    real = backups.run_backup_sweep()
+    assert [(e["snapshot_id"], e["status"]) for e in real["snapshots"]] == [
+        (e["snapshot_id"], e["would"]) for e in plan["snapshots"]]
+    assert [(e["tenant_id"], e["status"]) for e in real["tenants"]] == [
+        (e["tenant_id"], e["would"]) for e in plan["tenants"]]
+    assert [(e.get("snapshot_id"), e.get("tenant_id"), e["holds"]) for e in real["held"]] == [
+        (e.get("snapshot_id"), e.get("tenant_id"), e["holds"]) for e in plan["held"]]
+    for done, planned in zip(real["snapshots"], plan["snapshots"], strict=True):
+        if done["status"] in ("deleted", "held"):
+            assert done["tenant_ids"] == planned["tenant_ids"]
+    for done, planned in zip(real["tenants"], plan["tenants"], strict=True):
+        if done["status"] == "purged":
+            assert (done["keys"], done["snapshots"]) == (planned["keys"], planned["snapshots"]) == (1, 1)
+    assert not stored(both) and not stored(lates) and stored(kept) and stored(young)
+    assert live_keys(world.tenant.id) == live_keys(late.id) == 0 and live_keys(held.id) == 1
+    assert db.session.get(RetentionRun, real["run_id"]).report == {
+        key: value for key, value in real.items() if key != "run_id"}
+
+
+def test_a_sweep_never_looks_ahead_but_a_dry_run_may(world: World, clock: Any) -> None:
     with pytest.raises(ValueError, match="later than now"):
         backups.run_backup_sweep(clock.now() + timedelta(seconds=1))
+    with pytest.raises(ValueError, match="later than now"):
+        backups.run(as_of=clock.now() + timedelta(days=1))
+    ahead = backups.run(as_of=twelve_months_later(clock), dry_run=True)
+    assert [(e["tenant_id"], e["would"]) for e in ahead.report["tenants"]] == [(world.tenant.id, "purged")]
+    assert live_keys(world.tenant.id) == 1
+    assert [(run.dry_run, run.status) for run in db.session.scalars(select(RetentionRun))] == [(True, "done")]
 
 
 def test_registration_refuses_what_it_cannot_purge(world: World, clock: Any, tmp_path: Path) -> None:
@@ -350,3 +427,69 @@ def test_cli_registers_lists_and_sweeps(offboard: Any, tmp_path: Path) -> None:
     assert "tenant 1: purged, certificate " in swept.stdout  # closed more than 12 months ago
     assert "tenant 2" not in swept.stdout  # still a customer
     assert "backup sweep 2: 0 snapshot(s), 0 tenant(s)" in offboard("backups", "sweep").stdout
+
+
+def test_cli_dry_run_lists_what_the_sweep_would_do_and_changes_nothing(offboard: Any, tmp_path: Path) -> None:
+    store = tmp_path / "backups"
+    (store / "2024-06-01").mkdir(parents=True)
+    (store / "2024-06-01" / "db.dump").write_bytes(b"dump")
+    offboard("backups", "register", "--taken-at", "2024-06-01T02:00:00", "--location", str(store),
+             "--object", "2024-06-01", "--tenant", "1", "--tenant", "2")
+    database = tmp_path / "offboard.db"
+
+    def rows(query: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(database) as connection:
+            return connection.execute(query).fetchall()
+
+    events = rows("SELECT count(*) FROM audit_events")
+    dry = offboard("backups", "sweep", "--dry-run", "--as-of", "2025-07-01")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == [
+        "dry run 1 of the backup sweep as of 2025-07-01T00:00:00+00:00: 1 expired snapshot(s), "
+        "1 tenant(s) to crypto-shred, 0 held; nothing was deleted",
+        f"snapshot 1 (delete, taken 2024-06-01T02:00:00+00:00, {store}/2024-06-01): would be deleted",
+        "tenant 1 (a), backups due 2025-01-02T00:00:00+00:00: would be crypto-shredded: 0 data key(s) "
+        "destroyed, 1 snapshot(s) deleted"]
+    early = offboard("backups", "sweep", "--dry-run", "--as-of", "2025-01-01")
+    assert early.returncode == 0 and "0 expired snapshot(s), 0 tenant(s) to crypto-shred" in early.stdout
+    ahead = offboard("backups", "sweep", "--dry-run", "--as-of", "2999-01-01")  # a dry run may look ahead
+    assert ahead.returncode == 0 and "1 expired snapshot(s)" in ahead.stdout
+
+    offboard("holds", "place", "1", "--reason", "litigation", "--matter", "M-1")
+    held = offboard("backups", "sweep", "--dry-run")
+    assert held.returncode == 0, held.stderr
+    assert "0 tenant(s) to crypto-shred, 2 held" in held.stdout
+    assert held.stdout.splitlines()[1:] == [
+        f"snapshot 1 (delete, taken 2024-06-01T02:00:00+00:00, {store}/2024-06-01): HELD, would be kept "
+        "(snapshot 1 is kept: tenant 1 is under legal hold 1 (M-1))",
+        "tenant 1 (a), backups due 2025-01-02T00:00:00+00:00: HELD, its keys would not be destroyed "
+        "(tenant 1 is under legal hold: hold 1 (M-1))"]
+
+    assert (store / "2024-06-01" / "db.dump").exists()
+    assert rows("SELECT count(*) FROM audit_events WHERE action NOT LIKE 'hold.%'") == events
+    assert rows("SELECT purged_at FROM backup_snapshots") == [(None,)]
+    assert rows("SELECT backups_purged_at FROM tenants") == [(None,), (None,)]
+    assert rows("SELECT kind, dry_run, status, requested_by FROM retention_runs") == [
+        ("backups", 1, "done", "cli:ops")] * 4
+
+
+def test_cli_sweep_errors_are_one_line(offboard: Any, tmp_path: Path) -> None:
+    later = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    for args, message in (
+        (("--as-of", "2025-13-01"), "Error: --as-of '2025-13-01' is not a date (YYYY-MM-DD)"),
+        (("--as-of", "20250601", "--dry-run"), "Error: --as-of '20250601' is not a date (YYYY-MM-DD)"),
+        (("--as-of", later), "Error: a backup sweep cannot run as of"),
+    ):
+        result = offboard("backups", "sweep", *args)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith(message), result.stderr
+    usage = offboard("backups", "sweep", "--tenant", "1")  # a sweep covers every snapshot
+    assert usage.returncode == 2 and "No such option '--tenant'" in usage.stderr
+    with sqlite3.connect(tmp_path / "offboard.db") as connection:
+        assert connection.execute("SELECT count(*) FROM retention_runs").fetchone() == (0,)
+
+    real = offboard("backups", "sweep", "--as-of", "2025-01-02")  # the day tenant 1's backups are due
+    assert real.returncode == 0, real.stderr
+    assert "tenant 1: purged, certificate " in real.stdout and "snapshot 1" not in real.stdout
+    assert "backup sweep 1: 0 snapshot(s), 1 tenant(s)" in real.stdout

@@ -80,6 +80,14 @@ def add_source(tenant: Tenant | None, kind: str, name: str, settings: dict[str, 
     return source
 
 
+def add_sources(tenant: Tenant, app_db: Path, uploads: Path) -> None:
+    """The tenant's own crm (the app database) and uploads (a folder per tenant)."""
+    add_source(tenant, "sql", "crm", {"url": f"sqlite:///{app_db}", "tables": [
+        {"name": "accounts", "tenant_column": "tenant", "category": "account"},
+        {"name": "posts", "via": "account_id -> accounts.id", "category": "content"}]})
+    add_source(tenant, "files", "uploads", {"root": str(uploads)})
+
+
 def ready_export(tenant: Tenant) -> Export:
     """A delivered export: its bundle in the store, a staging file left behind."""
     request = workflow.open_request(tenant, actor="test", requested_by="cfo@example.com", channel="email",
@@ -111,10 +119,7 @@ def world(tmp_path: Path, clock: Any) -> World:
     other = Tenant(external_ref=OTHER, name="Other Ltd", region="DE")
     db.session.add_all([tenant, other])
     db.session.flush()
-    add_source(tenant, "sql", "crm", {"url": f"sqlite:///{app_db}", "tables": [
-        {"name": "accounts", "tenant_column": "tenant", "category": "account"},
-        {"name": "posts", "via": "account_id -> accounts.id", "category": "content"}]})
-    add_source(tenant, "files", "uploads", {"root": str(uploads)})
+    add_sources(tenant, app_db, uploads)
     db.session.add(User(email="legal@example.com", name="Legal", role="legal", password_hash="x"))
     exports = [ready_export(tenant), ready_export(other)]
     link = links.issue(exports[0], recipient="cfo@example.com", expires_in=timedelta(days=7),
@@ -226,7 +231,7 @@ def test_purging_twice_leaves_the_same_state_and_no_second_event(world: World, c
     before = actions(world.tenant.id)
     again = purge.purge_tenant(world.tenant.id)
     assert again["status"] == "already_purged"
-    assert purge.run("primary", enqueue=False).report["due"] == []
+    assert purge.run(enqueue=False).report["due"] == []
     purged_exactly_the_tenant(world)
     assert actions(world.tenant.id) == before
     assert len(db.session.scalars(select(DeletionCertificate)).all()) == 1
@@ -306,7 +311,7 @@ def test_a_failing_source_is_retried_then_reported_and_the_rest_is_still_purged(
                                                                                 clock: Any) -> None:
     world.app_db.unlink()
     clock.advance(timedelta(days=90))
-    run = purge.run("primary", enqueue=False)
+    run = purge.run(enqueue=False)
     [result] = run.report["tenants"]
     assert result["status"] == "failed"
     crm_system = next(name for name, entry in result["systems"].items() if entry["status"] == "failed")
@@ -373,7 +378,7 @@ def test_a_dry_run_reports_what_would_go_and_erases_nothing(world: World, clock:
 
     for kind in ("sql", "files"):
         monkeypatch.setattr(registry.get(kind), "erase", refuse)
-    run = purge.run("primary", as_of=clock.now() + timedelta(days=90), dry_run=True)
+    run = purge.run(as_of=clock.now() + timedelta(days=90), dry_run=True)
     assert run.status == "done" and run.dry_run
     [plan] = run.report["plans"]
     assert plan["tenant_id"] == world.tenant.id and plan["holds"] == []
@@ -386,11 +391,80 @@ def test_a_dry_run_reports_what_would_go_and_erases_nothing(world: World, clock:
     assert db.session.scalars(select(PurgeStep)).all() == []
 
 
-def test_only_primary_is_built_and_a_real_run_never_looks_ahead(clock: Any) -> None:
-    with pytest.raises(ValueError, match="backups"):
-        purge.run("backups")
+def counts(tenant: Tenant) -> dict[int, dict[str, int]]:
+    """What each of the tenant's sources holds of it, asked afresh."""
+    found = {}
+    for source in db.session.scalars(select(SourceConfig).where(SourceConfig.tenant_id == tenant.id)):
+        with registry.get(source.kind)(source.config) as connector:
+            found[source.id] = connector.count(Scope(tenant.external_ref))
+    return found
+
+
+def test_the_dry_run_lists_exactly_what_the_real_run_then_deletes(world: World, clock: Any) -> None:
+    """Three tenants due, one of them held: each plan is, item by item, what the real run deletes."""
+    held = Tenant(external_ref="held-3", name="Held AG", region="DE")
+    db.session.add(held)
+    db.session.flush()
+    with sqlite3.connect(world.app_db) as connection:
+        connection.executescript("""
+            INSERT INTO accounts VALUES (3, 'held-3', 'Hal'), (4, 'other', 'Bea');
+            INSERT INTO posts VALUES (13, 3, 'kept'), (14, 4, 'also'), (15, 4, 'more');
+        """)
+    (world.uploads / "held-3").mkdir()
+    (world.uploads / "held-3" / "a.txt").write_bytes(b"a")
+    (world.uploads / OTHER / "b.txt").write_bytes(b"b")
+    for tenant in (world.other, held):
+        add_sources(tenant, world.app_db, world.uploads)
+    held_export = ready_export(held)
+    for recipient in ("cfo@other.example", "cto@other.example"):
+        links.issue(world.exports[1], recipient=recipient, expires_in=timedelta(days=7), max_downloads=3,
+                    actor="test")
+    world.other.closed_at = held.closed_at = world.tenant.closed_at
+    hold = holds.place(held.id, reason="litigation", matter="M-7", actor="legal@example.com")
+    db.session.commit()
+    clock.advance(timedelta(days=90))
+    tenants = (world.tenant, world.other, held)
+    before = {tenant.id: counts(tenant) for tenant in tenants}
+
+    dry = purge.run(dry_run=True)
+    assert sorted(dry.report["due"]) == sorted(t.id for t in tenants) and dry.report["held"] == [held.id]
+    plans = {plan["tenant_id"]: plan for plan in dry.report["plans"]}
+    assert set(plans) == {t.id for t in tenants}
+    assert [h["hold_id"] for h in plans[held.id]["holds"]] == [hold.id]
+    for tenant in tenants:  # the plan counts what is there, source by source
+        assert {s["source_id"]: s["counts"] for s in plans[tenant.id]["sources"]} == before[tenant.id]
+    assert {s["source"]: s["counts"] for s in plans[world.other.id]["sources"]} == {
+        "crm": {"accounts": 2, "posts": 3}, "uploads": {"files": 2}}
+    assert (plans[world.other.id]["links"], plans[world.tenant.id]["links"]) == ({"active": 2}, {"active": 1})
+    assert actions(world.tenant.id) == Counter() and db.session.scalars(select(PurgeStep)).all() == []
+
+    real = purge.run(enqueue=False)
+    assert (real.report["due"], real.report["held"]) == (dry.report["due"], dry.report["held"])
+    results = {result["tenant_id"]: result for result in real.report["tenants"]}
+    assert set(results) == {world.tenant.id, world.other.id}
+    for tenant_id, result in results.items():
+        plan, systems = plans[tenant_id], result["systems"]
+        planned = {s["source_id"]: s["counts"] for s in plan["sources"]}
+        erased = {e.data["source_id"]: e.data["removed"] for e in events(tenant_id)
+                  if e.action == "purge.source_erased"}
+        evidence = {e.action: e.data for e in events(tenant_id) if e.action != "purge.source_erased"}
+        assert result["status"] == "purged" and erased == planned
+        assert {int(name.removeprefix("source:")): step["result"]["removed"] for name, step in systems.items()
+                if name.startswith("source:")} == planned
+        assert (evidence["purge.bundles_deleted"]["objects"], evidence["purge.bundles_deleted"]["bytes"]) == (
+            plan["bundles"]["count"], plan["bundles"]["bytes"])
+        assert evidence["purge.staging_deleted"]["files"] == plan["staging"]["files"]
+        assert evidence["purge.links_revoked"]["links"] == plan["links"]["active"]
+        assert systems["bundle_store"]["result"]["bytes"] == plan["bundles"]["bytes"]
+        assert all(not any(left.values()) for left in counts(db.session.get(Tenant, tenant_id)).values())
+    assert counts(held) == before[held.id]  # held: every row and file the plan listed is still there
+    assert stored(held_export) and staged(held_export) and actions(held.id) == Counter()
+    assert db.session.get(Tenant, held.id, populate_existing=True).purged_at is None
+
+
+def test_a_real_run_never_looks_ahead(clock: Any) -> None:
     with pytest.raises(ValueError, match="later than now"):
-        purge.run("primary", as_of=clock_module.now() + timedelta(days=1))
+        purge.run(as_of=clock_module.now() + timedelta(days=1))
 
 
 # --- the property ----------------------------------------------------------------------------------
