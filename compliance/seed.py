@@ -52,6 +52,8 @@ def bootstrap_admin_user() -> tuple[str, str] | None:
     with db.transaction():
         if db.session.scalar(select(User.id).where(User.disabled_at.is_(None)).limit(1)):
             return None
+        if db.session.scalar(select(User.id).where(User.email == BOOTSTRAP_EMAIL)):
+            return None  # disabled on purpose: never revived; `offboard users create` makes a new admin
         password = secrets.token_urlsafe(12)
         create_user(email=BOOTSTRAP_EMAIL, name="Bootstrap admin", role="admin", password=password,
                     actor=audit.SYSTEM)

@@ -144,3 +144,16 @@ def test_the_api_still_answers_json(client: Any, as_role: Any) -> None:
     assert client.get("/api/v1/requests").status_code == 401
     assert client.post("/api/v1/tenants", data="x=1", headers={**as_role("csm"),
                        "Content-Type": "application/x-www-form-urlencoded"}).status_code == 415
+
+
+def test_the_first_admin_is_made_once_and_never_revived(session: None) -> None:
+    from compliance import seed
+
+    email, password = seed.bootstrap_admin_user()
+    assert email == seed.BOOTSTRAP_EMAIL and len(password) >= 12
+    assert seed.bootstrap_admin_user() is None  # someone can sign in already
+    from compliance import clock
+
+    db.session.scalar(select(User).where(User.email == email)).disabled_at = clock.now()
+    db.session.commit()
+    assert seed.bootstrap_admin_user() is None  # disabled on purpose: not made again, no error
