@@ -11,18 +11,34 @@ import fcntl
 import os
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 ENVIRONMENTS = ("development", "test", "production")
 # Secrets that appear in docs and examples; production must never run with one.
 KNOWN_DEFAULT_SECRETS = frozenset({"", "dev", "secret", "changeme", "change-me", "development"})
 MIN_SECRET_LENGTH = 32
+SMTP_PORTS = {"smtp": 25, "smtps": 465}  # the scheme's port when SMTP_URL names none
+SMTP_TIMEOUT = 30.0  # seconds for each step of an SMTP conversation
+DEFAULT_MAIL_FROM = "Offboard <no-reply@offboard.invalid>"
 
 
 class ConfigError(RuntimeError):
     """The environment describes a configuration the service refuses to run with."""
+
+
+@dataclass(frozen=True)
+class Smtp:
+    """The mail server of ``SMTP_URL``; the password is left out of ``repr`` so no log shows it."""
+
+    host: str
+    port: int
+    security: str  # "ssl" (smtps://), "starttls" or "none"
+    username: str | None
+    password: str | None = field(repr=False)
+    timeout: float
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,8 @@ class Settings:
     audit_origin: str  # the audit log's name in its signed checkpoints
     retention_days: int  # primary data kept this long after a tenant closes
     backup_retention_months: int  # backups holding it purged within this many calendar months
+    smtp: Smtp | None  # None: messages are written as .eml files under instance_dir/mail
+    mail_from: str
 
     @property
     def embedded_redis_path(self) -> Path:
@@ -75,6 +93,8 @@ def load(environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
         proxy_hops=_count(env_vars, "OFFBOARD_PROXY_HOPS"),
         retention_days=_positive_int(env_vars, "OFFBOARD_RETENTION_DAYS", 90),
         backup_retention_months=_positive_int(env_vars, "OFFBOARD_BACKUP_RETENTION_MONTHS", 12),
+        smtp=_smtp(env_vars.get("SMTP_URL")),
+        mail_from=_mail_from(env_vars.get("OFFBOARD_MAIL_FROM") or DEFAULT_MAIL_FROM),
         audit_origin=_origin(env_vars.get("OFFBOARD_AUDIT_ORIGIN") or f"{urlsplit(public_url).netloc}/audit"),
     )
 
@@ -84,6 +104,48 @@ def _origin(value: str) -> str:
     if not value or len(value) > 200 or any(c.isspace() or c == "+" or not c.isprintable() for c in value):
         raise ConfigError(f"OFFBOARD_AUDIT_ORIGIN must be 1-200 printable characters without spaces "
                           f"or '+', not {value!r}")
+    return value
+
+
+def _smtp(raw: str | None) -> Smtp | None:
+    """``smtp://user:pass@host:587?starttls=true``, ``smtps://host:465`` or ``smtp://host:2525``.
+    Errors name the setting and the fault, never the URL: it may hold a password."""
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("SMTP_URL has a port that is not a number from 1 to 65535") from None
+    if parts.scheme not in SMTP_PORTS or not parts.hostname:
+        raise ConfigError("SMTP_URL must look like smtp://user:password@host:587?starttls=true, "
+                          "smtps://host:465 or smtp://host:2525")
+    options = {name: values[-1] for name, values in parse_qs(parts.query, keep_blank_values=True).items()}
+    if set(options) - {"starttls", "timeout"}:
+        raise ConfigError(f"SMTP_URL knows only the options starttls and timeout, not "
+                          f"{', '.join(sorted(set(options) - {'starttls', 'timeout'}))}")
+    starttls = options.get("starttls", "false").lower()
+    if starttls not in ("true", "false") or (starttls == "true" and parts.scheme == "smtps"):
+        raise ConfigError("SMTP_URL's starttls must be true or false, and only with smtp:// "
+                          "(smtps:// is TLS from the start)")
+    try:
+        timeout = float(options.get("timeout", SMTP_TIMEOUT))
+    except ValueError:
+        timeout = 0.0
+    if not 0 < timeout <= 600:
+        raise ConfigError("SMTP_URL's timeout must be seconds between 0 and 600")
+    security = "ssl" if parts.scheme == "smtps" else "starttls" if starttls == "true" else "none"
+    return Smtp(host=parts.hostname, port=port or SMTP_PORTS[parts.scheme], security=security,
+                username=unquote(parts.username) if parts.username else None,
+                password=unquote(parts.password) if parts.password is not None else None, timeout=timeout)
+
+
+def _mail_from(value: str) -> str:
+    """One address, optionally with a display name, fit for a header line."""
+    _name, address = parseaddr(value)
+    if "@" not in address or any(c in value for c in "\r\n"):
+        raise ConfigError(f"OFFBOARD_MAIL_FROM must be one address like 'Offboard <no-reply@example.com>', "
+                          f"not {value!r}")
     return value
 
 

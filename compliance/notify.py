@@ -1,80 +1,214 @@
 """Messages to customers and staff, through an outbox.
 
-``send`` writes the message in the caller's transaction, so it exists exactly when
-the change that causes it commits. ``deliver_pending`` (a job) hands it on; until
-SMTP arrives, delivery writes an ``.eml`` file under ``instance/mail/``.
+``send`` composes a message of the catalogue (``compliance.messages``) and writes it in the
+caller's transaction, so it exists exactly when the change that causes it commits. A customer
+who asked for no further contact gets only what the law requires: anything else is written
+as ``suppressed`` and audited, never silently dropped.
+
+``deliver_pending`` (a cron job) sends due messages one at a time, over SMTP when ``SMTP_URL``
+is set, else as ``.eml`` files under ``instance/mail/`` (development). The outbox row, not
+Redis, holds the retry state: a failed attempt waits ``RETRY_DELAYS`` (1 min, 5 min, 30 min,
+2 h), then the message is ``failed``; a permanent refusal (an SMTP 5xx answer) fails at once.
+
+Delivery is at least once. A message is claimed in its own transaction (attempt counted,
+``next_attempt_at`` pushed ``LEASE`` ahead, under ``FOR UPDATE SKIP LOCKED``), sent with no
+database lock held, then marked ``sent`` in another. Two workers never claim the same message,
+and a message marked ``sent`` is never sent again. If the process dies after the server
+accepted the message but before ``sent`` commits, the claim lapses after ``LEASE`` and the
+message goes again, with the same Message-ID, so receivers can drop the duplicate.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import smtplib
+import ssl
+from dataclasses import dataclass
+from datetime import timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 import audit
-from compliance import clock, config, db
-from compliance.models import OutboxMessage
+from compliance import clock, config, db, messages
+from compliance.models import OffboardingRequest, OutboxMessage, Tenant
 
-SENDER = "Offboard <no-reply@offboard.invalid>"
-BATCH = 100
-MAX_ATTEMPTS = 5
+BATCH = 100  # messages per run at most, so a run ends; the cron job runs every minute
+RETRY_DELAYS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+LEASE = timedelta(minutes=10)  # a claimed message is left alone this long: far above any SMTP timeout
+LONGEST_ERROR = 500
 
 
-def send(kind: str, *, recipient: str, subject: str, body: str, actor: str,
-         tenant_id: int | None = None, request_id: int | None = None,
-         meta: dict[str, Any] | None = None) -> OutboxMessage:
-    """Queue a message; it goes out once the surrounding transaction commits."""
-    message = OutboxMessage(kind=kind, recipient=recipient, subject=subject, body=body,
+@dataclass(frozen=True)
+class Failure:
+    error: str
+    permanent: bool  # the server refused for good: no retry would help
+
+
+def send(kind: str, context: dict[str, Any], *, recipient: str, actor: str, tenant_id: int | None = None,
+         request_id: int | None = None, meta: dict[str, Any] | None = None) -> OutboxMessage:
+    """Compose ``kind`` for the tenant and request (their personalisation, then ``context``) and
+    queue it; it goes out once the surrounding transaction commits."""
+    entry = messages.kind_of(kind)
+    tenant = db.session.get(Tenant, tenant_id) if tenant_id is not None else None
+    request = db.session.get(OffboardingRequest, request_id) if request_id is not None else None
+    composed = messages.compose(kind, **{**messages.about(tenant, request), **context})
+    optional = entry.audience == "customer" and not entry.required
+    since = tenant.no_contact_since if optional and tenant is not None else None  # asked for no contact
+    message = OutboxMessage(kind=kind, recipient=recipient, subject=composed.subject, body=composed.text,
+                            html=composed.html, message_id=make_msgid("offboard", domain=_domain()),
+                            status="pending" if since is None else "suppressed",
                             tenant_id=tenant_id, request_id=request_id, meta=meta or {})
     db.session.add(message)
     db.session.flush()
-    audit.record("message.queued", actor=actor, tenant_id=tenant_id, request_id=request_id,
-                 subject=("message", message.id), data={"kind": kind, "recipient": recipient})
+    facts = {"kind": kind, "recipient": recipient}
+    if since is not None:
+        facts["no_contact_since"] = since.isoformat()
+    audit.record("message.queued" if since is None else "message.suppressed", actor=actor,
+                 tenant_id=tenant_id, request_id=request_id, subject=("message", message.id), data=facts)
     return message
 
 
 def deliver_pending() -> int:
-    """Job: write every pending message out; returns how many went. Safe to run twice."""
+    """Job: send the due messages, one at a time; returns how many went. Safe to run twice."""
     sent = 0
-    with db.transaction():
-        pending = db.session.scalars(
-            select(OutboxMessage).where(OutboxMessage.status == "pending")
-            .order_by(OutboxMessage.id).limit(BATCH).with_for_update(skip_locked=True)).all()
-        for message in pending:
-            message.attempts += 1
-            try:
-                _write_eml(message)
-            except OSError as error:  # this one waits for the next run; the others still go
-                message.error = f"{type(error).__name__}: {error}"[:2000]
-                if message.attempts >= MAX_ATTEMPTS:
-                    message.status = "failed"
-                    audit.record("message.failed", actor=audit.SYSTEM, tenant_id=message.tenant_id,
-                                 request_id=message.request_id, subject=("message", message.id),
-                                 data={"kind": message.kind, "error": message.error})
-                continue
-            message.status, message.sent_at, message.error = "sent", clock.now(), None
-            audit.record("message.sent", actor=audit.SYSTEM, tenant_id=message.tenant_id,
-                         request_id=message.request_id, subject=("message", message.id),
-                         data={"kind": message.kind, "recipient": message.recipient})
-            sent += 1
+    for _ in range(BATCH):
+        message = _claim()
+        if message is None:
+            break
+        try:
+            answer = _transmit(message)
+        except Exception as error:  # recorded on the message; the others still go
+            _failed(message.id, _failure(error))
+            continue
+        sent += _sent(message.id, answer)
     return sent
+
+
+def email_of(message: OutboxMessage) -> EmailMessage:
+    """The message as sent: text, and HTML as its alternative when it has one."""
+    email = EmailMessage()
+    email["From"], email["To"] = config.current().mail_from, message.recipient
+    email["Subject"] = message.subject
+    email["Date"] = format_datetime(message.created_at)
+    email["Message-ID"] = message.message_id
+    email["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies
+    email.set_content(message.body, cte="quoted-printable")
+    if message.html:
+        email.add_alternative(message.html, subtype="html", cte="quoted-printable")
+    return email
 
 
 def mail_dir() -> Path:
     return config.current().instance_dir / "mail"
 
 
-def _write_eml(message: OutboxMessage) -> None:
-    email = EmailMessage()
-    email["From"], email["To"], email["Subject"] = SENDER, message.recipient, message.subject
-    email["Date"] = format_datetime(message.created_at)
-    email["Message-ID"] = make_msgid(idstring=f"offboard-{message.id}", domain="offboard.invalid")
-    email.set_content(message.body)
+def _claim() -> OutboxMessage | None:
+    """The next due message, its attempt counted and leased to this worker, or None."""
+    with db.transaction():
+        now = clock.now()
+        message = db.session.scalars(
+            select(OutboxMessage).where(OutboxMessage.status == "pending",
+                                        or_(OutboxMessage.next_attempt_at.is_(None),
+                                            OutboxMessage.next_attempt_at <= now))
+            .order_by(OutboxMessage.id).limit(1).with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)).first()
+        if message is not None:
+            message.attempts += 1
+            message.next_attempt_at = now + LEASE
+    return message
+
+
+def _transmit(message: OutboxMessage) -> str:
+    """Hand the message on; returns the receiving side's answer."""
+    smtp = config.current().smtp
+    email = email_of(message)
+    if smtp is None:
+        return f"written to {_write_eml(email, message).name}"
+    _name, sender = parseaddr(config.current().mail_from)
+    client = (smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout,
+                               context=ssl.create_default_context())
+              if smtp.security == "ssl" else smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout))
+    with client:
+        client.ehlo()
+        if smtp.security == "starttls":
+            client.starttls(context=ssl.create_default_context())
+            client.ehlo()
+        if smtp.username:
+            client.login(smtp.username, smtp.password or "")
+        code, reply = client.mail(sender)
+        if code != 250:
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
+        code, reply = client.rcpt(message.recipient)
+        if code not in (250, 251):
+            raise smtplib.SMTPRecipientsRefused({message.recipient: (code, reply)})
+        code, reply = client.data(email.as_bytes())  # raises SMTPDataError unless 250
+    return f"{code} {reply.decode(errors='replace')}"
+
+
+def _sent(message_id: int, answer: str) -> int:
+    with db.transaction():
+        message = _locked(message_id)
+        if message.status != "pending":  # a lapsed claim that another worker finished meanwhile
+            return 0
+        message.status, message.sent_at, message.error = "sent", clock.now(), None
+        message.next_attempt_at = None
+        audit.record("message.sent", actor=audit.SYSTEM, tenant_id=message.tenant_id,
+                     request_id=message.request_id, subject=("message", message.id),
+                     data={"kind": message.kind, "recipient": message.recipient, "attempt": message.attempts,
+                           "message_id": message.message_id, "answer": answer[:LONGEST_ERROR]})
+    return 1
+
+
+def _failed(message_id: int, failure: Failure) -> None:
+    with db.transaction():
+        message = _locked(message_id)
+        if message.status != "pending":
+            return
+        message.error = failure.error
+        facts = {"kind": message.kind, "recipient": message.recipient, "attempt": message.attempts,
+                 "error": failure.error}
+        if failure.permanent or message.attempts >= MAX_ATTEMPTS:
+            message.status, message.next_attempt_at = "failed", None
+            action = "message.failed"
+        else:
+            message.next_attempt_at = clock.now() + RETRY_DELAYS[message.attempts - 1]
+            facts["next_attempt_at"] = message.next_attempt_at.isoformat()
+            action = "message.deferred"
+        audit.record(action, actor=audit.SYSTEM, tenant_id=message.tenant_id, request_id=message.request_id,
+                     subject=("message", message.id), data=facts)
+
+
+def _locked(message_id: int) -> OutboxMessage:
+    return db.session.get_one(OutboxMessage, message_id, with_for_update=True, populate_existing=True)
+
+
+def _failure(error: Exception) -> Failure:
+    """What went wrong, in words with no message content. Only a 5xx answer to this recipient or
+    this content is permanent; a refused login or sender is the server's setup, which an
+    operator can fix while the retries wait."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(error.recipients.values()))
+        return Failure(f"recipient refused: {code} {reply.decode(errors='replace')}"[:LONGEST_ERROR],
+                       permanent=code >= 500)
+    if isinstance(error, smtplib.SMTPResponseException):
+        reply = error.smtp_error.decode(errors="replace") if isinstance(error.smtp_error, bytes) \
+            else str(error.smtp_error)
+        return Failure(f"{type(error).__name__}: {error.smtp_code} {reply}"[:LONGEST_ERROR],
+                       isinstance(error, smtplib.SMTPDataError) and error.smtp_code >= 500)
+    return Failure(f"{type(error).__name__}: {error}"[:LONGEST_ERROR], permanent=False)
+
+
+def _domain() -> str:
+    return parseaddr(config.current().mail_from)[1].rpartition("@")[2]
+
+
+def _write_eml(email: EmailMessage, message: OutboxMessage) -> Path:
     folder = mail_dir()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     target = folder / f"{message.id:08d}-{message.kind}.eml"
@@ -83,3 +217,4 @@ def _write_eml(message: OutboxMessage) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(bytes(email))
     os.replace(temporary, target)
+    return target

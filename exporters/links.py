@@ -83,13 +83,10 @@ def deliver(export: Export, *, recipient: str, expires_in: timedelta, max_downlo
     """Issue a link and e-mail it to the recipient (LinkError when the export is not ready)."""
     issued = issue(export, recipient=recipient, expires_in=expires_in, max_downloads=max_downloads,
                    actor=actor, replaces=replaces)
-    tenant = export.request.tenant
-    notify.send("export_ready", recipient=recipient, actor=actor, tenant_id=tenant.id,
-                request_id=export.request_id, subject=f"Your {tenant.name} data export is ready",
-                body=(f"Hello,\n\nthe export of the data of {tenant.name} is ready to download:\n\n"
-                      f"{issued.url}\n\nThe link works until {issued.link.expires_at:%Y-%m-%d %H:%M} UTC for "
-                      f"{max_downloads} downloads. The page explains how to check the files.\n"),
-                meta={"link_id": issued.link.id})
+    notify.send("export_ready", {"url": issued.url, "expires_at": issued.link.expires_at,
+                                 "max_downloads": max_downloads, "sha256": issued.link.bundle_sha256},
+                recipient=recipient, actor=actor, tenant_id=export.request.tenant_id,
+                request_id=export.request_id, meta={"link_id": issued.link.id})
     return issued
 
 

@@ -437,16 +437,12 @@ def _deleted_snapshots(tenant_id: int, deleting: Collection[int] = ()) -> list[B
 
 def _notify(tenant_id: int, request_id: int | None, result: dict[str, Any]) -> list[str]:
     certificate = result["certificate"]
-    body = (f"The backups of tenant {tenant_id} were purged: {result['snapshots']} snapshot(s) deleted, "
-            f"{result['keys']} data key(s) destroyed, so no other copy of its data can be read.\n"
-            + (f"Deletion certificate {certificate['id']}: {certificate['status']}.\n" if "id" in certificate
-               else f"No deletion certificate was issued: {certificate['error']}\n"))
+    context = {"snapshots": result["snapshots"], "keys": result["keys"], "certificate": certificate}
     with db.transaction():
         recipients = purge.legal_recipients(tenant_id)  # the primary purge's recipients
         for recipient in recipients:
-            notify.send("backups_purged", recipient=recipient, actor=ACTOR, tenant_id=tenant_id,
-                        request_id=request_id, body=body, subject=f"Backups of tenant {tenant_id} purged",
-                        meta={"certificate": certificate})
+            notify.send("backups_purged", context, recipient=recipient, actor=ACTOR, tenant_id=tenant_id,
+                        request_id=request_id, meta={"certificate": certificate})
     if not recipients:
         log.warning("backups_nobody_to_notify", tenant_id=tenant_id)
     return recipients

@@ -310,18 +310,12 @@ def certify(tenant_id: int, kind: str, request_id: int | None) -> dict[str, Any]
 
 def _notify(tenant_id: int, request_id: int | None, result: dict[str, Any]) -> list[str]:
     certificate = result["certificate"]
-    body = (f"The primary purge of tenant {tenant_id} ended: {result['status']}.\n"
-            + "".join(f"- {system}: {entry['status']}" + (f" ({entry['error']})" if entry["error"] else "")
-                      + "\n" for system, entry in result["systems"].items())
-            + (f"Deletion certificate {certificate['id']}: {certificate['status']}.\n" if "id" in certificate
-               else f"No deletion certificate was issued: {certificate['error']}\n"))
+    context = {"status": result["status"], "systems": result["systems"], "certificate": certificate}
     with db.transaction():
         recipients = legal_recipients(tenant_id)
         for recipient in recipients:
-            notify.send("purge_completed", recipient=recipient, actor=ACTOR, tenant_id=tenant_id,
-                        request_id=request_id, body=body,
-                        subject=f"Primary purge of tenant {tenant_id}: {result['status']}",
-                        meta={"certificate": certificate})
+            notify.send("purge_completed", context, recipient=recipient, actor=ACTOR, tenant_id=tenant_id,
+                        request_id=request_id, meta={"certificate": certificate})
     if not recipients:
         log.warning("purge_nobody_to_notify", tenant_id=tenant_id)
     return recipients

@@ -56,7 +56,11 @@ class DownloadLink(Base):
 
 
 class OutboxMessage(Base):
-    """A message to send, written in the same transaction as the change that causes it."""
+    """A message to send, written in the same transaction as the change that causes it.
+
+    ``status``: pending, sent, failed (after the last attempt, or refused for good) or
+    suppressed (the tenant asked for no further contact; kept as the record of it).
+    """
 
     __tablename__ = "outbox_messages"
     __table_args__ = (Index("ix_outbox_messages_status", "status", "created_at"),)
@@ -66,10 +70,13 @@ class OutboxMessage(Base):
     recipient: Mapped[str] = mapped_column(String(254))
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)  # the text/html alternative, when the kind has one
+    message_id: Mapped[str] = mapped_column(String(255))  # the same on every attempt: receivers de-duplicate
     tenant_id: Mapped[int | None] = mapped_column(BigInteger)
     request_id: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]  # not before then; None: as soon as a delivery runs
     error: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)

@@ -32,6 +32,7 @@ class Tenant(Base):
     region: Mapped[str] = mapped_column(String(16))
     value_tier: Mapped[str] = mapped_column(String(16), default="standard")
     contact_email: Mapped[str | None] = mapped_column(String(254))
+    no_contact_since: Mapped[datetime | None]  # asked for no further contact: only required messages
     closed_at: Mapped[datetime | None]
     purged_at: Mapped[datetime | None]  # every primary system verified empty
     backups_purged_at: Mapped[datetime | None]

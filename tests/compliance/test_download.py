@@ -210,15 +210,16 @@ def test_issue_answers_the_url_once_and_the_token_is_stored_nowhere(client, read
     assert row is not None and row.signing_key_id == key_id
     assert link.token not in json.dumps({c.name: str(getattr(row, c.name)) for c in DownloadLink.__table__.c})
 
-    # The email carries the link (that is how it reaches the customer) ...
+    # The email carries the link, in its text and HTML parts (that is how it reaches the customer) ...
     message = db.session.scalars(select(OutboxMessage).where(OutboxMessage.recipient == RECIPIENT)).one()
     assert link.url in message.body and message.meta == {"link_id": link.id} and message.status == "pending"
+    assert f'href="{link.url}"' in message.html  # type: ignore[operator]
     # ... and nothing else in the database does, not even after the customer used it.
     attempt(client, link.page)
     attempt(client, link.bundle)
     attempt(client, f"/d/{flip(link.token, len(link.token) - 10)}")
     for secret in (link.token, signature):
-        assert cells_containing(secret) == [("outbox_messages", "body")], secret
+        assert cells_containing(secret) == [("outbox_messages", "body"), ("outbox_messages", "html")], secret
     events = db.session.scalars(select(AuditEvent)).all()
     assert not any(link.token in event.canonical or signature in event.canonical for event in events)
     listed = client.get(f"/api/v1/exports/{ready.export_id}/links", headers=ready.headers).get_json()
