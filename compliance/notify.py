@@ -26,6 +26,7 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from datetime import timedelta
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
@@ -147,7 +148,9 @@ def _transmit(message: OutboxMessage) -> str:
         code, reply = client.rcpt(message.recipient)
         if code not in (250, 251):
             raise smtplib.SMTPRecipientsRefused({message.recipient: (code, reply)})
-        code, reply = client.data(email.as_bytes())  # raises SMTPDataError unless 250
+        code, reply = client.data(email.as_bytes(policy=policy.SMTP))  # CRLF line ends, as SMTP wants
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
     return f"{code} {reply.decode(errors='replace')}"
 
 

@@ -9,7 +9,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import Select, select
 
 import audit
-from compliance import db, workflow
+from compliance import clock, db, workflow
 from compliance.api.pagination import paginate
 from compliance.api.schemas import Page, PageArgs, Strict, one_of, text
 from compliance.api.writes import IDEMPOTENCY_HEADER, idempotent, writes
@@ -38,6 +38,8 @@ class TenantPatch(Strict):
     region = fields.String(validate=REGION)
     value_tier = one_of(VALUE_TIERS)
     contact_email = fields.Email(validate=validate.Length(max=254), allow_none=True)
+    no_contact = fields.Boolean(metadata={"description": "the customer asked for no further contact: "
+                                                         "only the messages the law requires are sent"})
 
 
 class TenantOut(Schema):
@@ -48,6 +50,7 @@ class TenantOut(Schema):
     legal_regime = fields.Function(lambda tenant: legal_regime_for(tenant.region))
     value_tier = fields.String()
     contact_email = fields.String(allow_none=True)
+    no_contact_since = fields.DateTime(allow_none=True)
     closed_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
@@ -99,9 +102,13 @@ def get_tenant(tenant_id: int) -> Tenant:
 @writes
 def update_tenant(data: dict[str, Any], tenant_id: int) -> Tenant:
     tenant = get_or_404(tenant_id)
+    no_contact = data.pop("no_contact", None)
     changed = {name: value for name, value in data.items() if getattr(tenant, name) != value}
     for name, value in changed.items():
         setattr(tenant, name, value)
+    if no_contact is not None and no_contact != (tenant.no_contact_since is not None):
+        tenant.no_contact_since = clock.now() if no_contact else None  # since when: kept until withdrawn
+        changed["no_contact"] = no_contact
     if changed:
         audit.record("tenant.updated", actor=current_principal().actor, tenant_id=tenant.id,
                      data={"changed": sorted(changed)})

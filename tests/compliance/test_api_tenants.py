@@ -537,3 +537,29 @@ def test_revoked_key_is_401(client: FlaskClient, as_role: Headers) -> None:
     response = client.get(URL, headers=headers)
     assert response.status_code == 401
     assert "WWW-Authenticate" in response.headers
+
+
+def test_no_contact_is_set_with_its_time_kept_and_withdrawn(client: FlaskClient, as_role: Headers,
+                                                            clock: Any) -> None:
+    headers = as_role("csm")
+    created = create(client, headers)
+    assert created["no_contact_since"] is None
+    asked_at = clock.advance(timedelta(hours=2))
+
+    response = client.patch(f"{URL}/{created['id']}", json={"no_contact": True}, headers=headers)
+    assert response.status_code == 200
+    assert response.get_json()["no_contact_since"].startswith("2026-03-02T11:00:00")
+    assert db.session.get(Tenant, created["id"]).no_contact_since == asked_at
+    [event] = audit_events("tenant.updated", created["id"])
+    assert event.data == {"changed": ["no_contact"]}
+
+    clock.advance(timedelta(days=1))  # asking again keeps the first time and records nothing
+    again = client.patch(f"{URL}/{created['id']}", json={"no_contact": True}, headers=headers).get_json()
+    assert again["no_contact_since"] == response.get_json()["no_contact_since"]
+    assert len(audit_events("tenant.updated", created["id"])) == 1
+
+    withdrawn = client.patch(f"{URL}/{created['id']}", json={"no_contact": False}, headers=headers)
+    assert withdrawn.get_json()["no_contact_since"] is None
+    assert client.get(f"{URL}/{created['id']}", headers=headers).get_json()["no_contact_since"] is None
+    assert client.patch(f"{URL}/{created['id']}", json={"no_contact": "maybe"},
+                        headers=headers).status_code == 422

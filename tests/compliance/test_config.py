@@ -48,3 +48,37 @@ def test_production_accepts_a_real_secret(tmp_path) -> None:  # type: ignore[no-
 def test_bad_values_are_named(tmp_path, name, value) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(config.ConfigError, match=name):
         config.load({"OFFBOARD_INSTANCE_DIR": str(tmp_path), name: value})
+
+
+def test_smtp_url_gives_host_port_security_and_credentials(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    def smtp(url: str) -> config.Smtp | None:
+        return config.load({"OFFBOARD_INSTANCE_DIR": str(tmp_path), "SMTP_URL": url}).smtp
+
+    assert config.load({"OFFBOARD_INSTANCE_DIR": str(tmp_path)}).smtp is None  # development: .eml files
+    with_tls = smtp("smtp://mailer%40acme:p%3Ass@mail.acme.example:587?starttls=true&timeout=12")
+    assert with_tls == config.Smtp(host="mail.acme.example", port=587, security="starttls",
+                                   username="mailer@acme", password="p:ss", timeout=12.0)
+    assert "p:ss" not in repr(with_tls) and "p%3Ass" not in repr(with_tls)
+    assert smtp("smtps://mail.acme.example") == config.Smtp("mail.acme.example", 465, "ssl", None, None, 30.0)
+    assert smtp("smtp://127.0.0.1:2525") == config.Smtp("127.0.0.1", 2525, "none", None, None, 30.0)
+
+
+@pytest.mark.parametrize("url", ["http://mailer:hunter22@mail.example", "smtp://mailer:hunter22@mail.example:99999",
+                                 "smtp://mailer:hunter22@:587", "smtp://mailer:hunter22@mail.example?starttls=yes",
+                                 "smtps://mailer:hunter22@mail.example?starttls=true",
+                                 "smtp://mailer:hunter22@mail.example?timeout=0",
+                                 "smtp://mailer:hunter22@mail.example?tls=1"])
+def test_a_bad_smtp_url_is_named_without_its_password(tmp_path, url) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(config.ConfigError, match="SMTP_URL") as refused:
+        config.load({"OFFBOARD_INSTANCE_DIR": str(tmp_path), "SMTP_URL": url})
+    assert "hunter22" not in str(refused.value)
+
+
+def test_mail_from_is_one_address(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {"OFFBOARD_INSTANCE_DIR": str(tmp_path)}
+    assert config.load(env).mail_from == "Offboard <no-reply@offboard.invalid>"
+    assert config.load({**env, "OFFBOARD_MAIL_FROM": "Acme <exit@acme.example>"}).mail_from == \
+        "Acme <exit@acme.example>"
+    for bad in ("not an address", "a@acme.example\r\nBcc: all@acme.example"):
+        with pytest.raises(config.ConfigError, match="OFFBOARD_MAIL_FROM"):
+            config.load({**env, "OFFBOARD_MAIL_FROM": bad})
