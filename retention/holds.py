@@ -23,6 +23,16 @@ class HoldActive(RuntimeError):
         self.tenant_id, self.hold_ids = tenant_id, [hold.id for hold in holds]
 
 
+class DuplicateHold(ValueError):
+    """The tenant already has an active hold for this matter: one hold per matter keeps releases
+    unambiguous."""
+
+    def __init__(self, hold: LegalHold) -> None:
+        super().__init__(f"hold {hold.id} for matter {hold.matter!r} is already active "
+                         f"on tenant {hold.tenant_id}")
+        self.hold = hold
+
+
 def active(tenant_id: int) -> list[LegalHold]:
     return list(db.session.scalars(select(LegalHold).where(
         LegalHold.tenant_id == tenant_id, LegalHold.released_at.is_(None)).order_by(LegalHold.id)))
@@ -36,6 +46,10 @@ def ensure_none(tenant_id: int) -> None:
 
 
 def place(tenant_id: int, *, reason: str, matter: str, actor: str) -> LegalHold:
+    """Place a hold; raise DuplicateHold if one for the same matter is active."""
+    same = [hold for hold in active(tenant_id) if hold.matter == matter]
+    if same:
+        raise DuplicateHold(same[0])
     hold = LegalHold(tenant_id=tenant_id, reason=reason, matter=matter, placed_by=actor,
                      placed_at=clock.now())
     db.session.add(hold)

@@ -49,6 +49,7 @@ def init_app(app: Flask) -> None:
         audit_pages,
         dashboard,
         legal,
+        message_pages,
         request_actions,
         request_detail,
         request_pages,

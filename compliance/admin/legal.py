@@ -95,12 +95,12 @@ def place_hold() -> Response | tuple[str, int]:
         errors = {"tenant_id": "No such tenant."}
     if errors:
         return _send_back(Posted("hold", data, errors), 400)
-    same = [hold for hold in holds.active(tenant.id) if hold.matter == data["matter"]]
-    if same:
-        return _send_back(Posted("hold", data, {"matter": f"Hold {same[0].id} for this matter is already "
+    try:
+        hold = holds.place(tenant.id, reason=data["reason"], matter=data["matter"],
+                           actor=current_principal().actor)
+    except holds.DuplicateHold as error:
+        return _send_back(Posted("hold", data, {"matter": f"Hold {error.hold.id} for this matter is already "
                                                           "active on this tenant."}), 409)
-    hold = holds.place(tenant.id, reason=data["reason"], matter=data["matter"],
-                       actor=current_principal().actor)
     db.session.commit()
     flash(f"Legal hold {hold.id} ({hold.matter}) placed on {tenant.name}: nothing of it is deleted until "
           "the hold is released.", "ok")

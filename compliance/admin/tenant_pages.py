@@ -79,7 +79,7 @@ def render_tenant(tenant: Tenant, posted: Posted | None = None, status: int = 20
         LegalHold.released_at.is_not(None), LegalHold.placed_at.desc(), LegalHold.id.desc())).all()
     certificates = certificate_api.of_tenant(tenant.id) if may("admin.certificate") else []
     # what GET /api/v1/tenants/<id>/retention answers, from the same function
-    retention = retention_api._retention(tenant)
+    retention = retention_api.retention_status(tenant)
     override = retention["override"]
     actors = [actor for hold in all_holds for actor in (hold.placed_by, hold.released_by)]
     actors += [row.issued_by for row in certificates] + [override.set_by if override else None]

@@ -186,7 +186,7 @@ class RetentionOut(Schema):
 @blp.response(200, RetentionOut)
 @blp.alt_response(404, description="no such tenant")
 def get_retention(tenant_id: int) -> dict[str, Any]:
-    return _retention(get_or_404(tenant_id))
+    return retention_status(get_or_404(tenant_id))
 
 
 @blp.route("/tenants/<id:tenant_id>/holds", methods=["GET"])
@@ -208,12 +208,11 @@ def list_holds(tenant_id: int) -> dict[str, Any]:
 @writes
 def place_hold(data: dict[str, Any], tenant_id: int) -> LegalHold:
     get_or_404(tenant_id)
-    same = [hold for hold in holds.active(tenant_id) if hold.matter == data["matter"]]
-    if same:
-        abort(409, message=f"hold {same[0].id} for matter {data['matter']!r} is already active "
-                           f"on tenant {tenant_id}")
-    return holds.place(tenant_id, reason=data["reason"], matter=data["matter"],
-                       actor=current_principal().actor)
+    try:
+        return holds.place(tenant_id, reason=data["reason"], matter=data["matter"],
+                           actor=current_principal().actor)
+    except holds.DuplicateHold as error:
+        abort(409, message=str(error))
 
 
 @blp.route("/tenants/<id:tenant_id>/holds/<id:hold_id>", methods=["DELETE"])
@@ -260,7 +259,7 @@ def set_override(data: dict[str, Any], tenant_id: int) -> dict[str, Any]:
                  subject=("retention_override", tenant_id),
                  data={"primary_days": override.primary_days, "backup_months": override.backup_months,
                        "reason": override.reason, "previous": before})
-    return _retention(tenant)
+    return retention_status(tenant)
 
 
 @blp.route("/retention/runs", methods=["POST"])
@@ -307,7 +306,8 @@ def get_run(run_id: int) -> RetentionRun:
     return row
 
 
-def _retention(tenant: Tenant) -> dict[str, Any]:
+def retention_status(tenant: Tenant) -> dict[str, Any]:
+    """What ``GET /tenants/<id>/retention`` answers; the tenant page shows the same."""
     schedule, active, now = policy.schedule_of(tenant), holds.active(tenant.id), clock.now()
     state = _state(tenant, schedule, bool(active), now)
     expected = None

@@ -523,12 +523,12 @@ def check_operations(operations: list[tuple[str, int]], state: Path, redis: Any,
         return not any(DemoSource(DemoSource.validate(demos[tenant.id])).count(
             Scope(tenant.external_ref)).values())
 
-    for action, n in [*operations, ("sweep", 0)]:
+    for step, (action, n) in enumerate([*operations, ("sweep", 0)]):
         value = DAYS[n % len(DAYS)] if action == "advance" else n % TENANTS
         if action == "close" and tenants[value].closed_at is None:
             tenants[value].closed_at = clock_module.now()
         elif action == "hold":
-            active[tenants[value].id].append(holds.place(tenants[value].id, reason="r", matter="m",
+            active[tenants[value].id].append(holds.place(tenants[value].id, reason="r", matter=f"m{step}",
                                                          actor="legal"))
         elif action == "release" and active[tenants[value].id]:
             holds.release(active[tenants[value].id].pop(0), reason="done", actor="legal")
@@ -552,3 +552,12 @@ def check_operations(operations: list[tuple[str, int]], state: Path, redis: Any,
     assert [actions(t.id) for t in tenants] == before
     assert all(erased(t) == (t.id in purged) for t in tenants)
     event(f"tenants purged: {len(purged)}")
+
+
+def test_one_active_hold_per_matter(world: Any) -> None:
+    first = holds.place(world.tenant.id, reason="litigation", matter="M-9", actor="legal@example.com")
+    with pytest.raises(holds.DuplicateHold, match=f"hold {first.id} for matter 'M-9' is already active"):
+        holds.place(world.tenant.id, reason="again", matter="M-9", actor="legal@example.com")
+    holds.release(first, reason="settled", actor="legal@example.com")
+    again = holds.place(world.tenant.id, reason="the matter reopened", matter="M-9", actor="legal")
+    assert again.id != first.id
