@@ -33,6 +33,7 @@ class Kind:
     subject: str  # a Jinja template, rendered with the message's context
     audience: str  # "customer" or "staff"
     required: bool  # by law: a customer who asked for no further contact still gets it
+    needs: tuple[str, ...] = ()  # what the sender passes, beyond the tenant's and request's (``about``)
     derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # values computed from the context
 
 
@@ -57,19 +58,20 @@ CATALOGUE: dict[str, Kind] = {
                             "customer", required=False),
     "save_invitation": Kind("save_invitation", "Before {{ customer }} leaves: can we talk?",
                             "customer", required=False),
-    "plan": Kind("plan", "Your offboarding plan for {{ customer }}, with dates", "customer", required=False),
+    "plan": Kind("plan", "Your offboarding plan for {{ customer }}, with dates", "customer", required=False,
+                 needs=("phases",)),  # workflow.plan(request.received_at, today)
     "export_ready": Kind("export_ready", "Your {{ customer }} data export is ready", "customer",
-                         required=True),
+                         required=True, needs=("url", "expires_at", "max_downloads", "sha256")),
     "survey_invitation": Kind("survey_invitation", "Would you tell us why {{ customer }} left?",
-                              "customer", required=False),
+                              "customer", required=False, needs=("survey_url",)),
     "closure": Kind("closure", "{{ customer }}: your account is closed", "customer", required=True,
-                    derive=deletion_timeline),
+                    needs=("invoice_ref",), derive=deletion_timeline),  # closed_at: the tenant's
     "purge_completed": Kind("deletion_certificate",
                             "Primary purge of tenant {{ tenant_id }} ({{ customer }}): {{ status }}",
-                            "staff", required=True),
+                            "staff", required=True, needs=("status", "systems", "certificate")),
     "backups_purged": Kind("deletion_certificate",
                            "Backups of tenant {{ tenant_id }} ({{ customer }}) purged", "staff",
-                           required=True),
+                           required=True, needs=("snapshots", "keys", "certificate")),
 }
 
 
@@ -81,8 +83,12 @@ def kind_of(kind: str) -> Kind:
 
 
 def compose(kind: str, **context: Any) -> Composed:
-    """The message ``kind`` for this context (jinja2.UndefinedError names a missing value)."""
+    """The message ``kind`` for this context (ValueError, or jinja2.UndefinedError, names what
+    is missing)."""
     entry = kind_of(kind)
+    missing = [name for name in entry.needs if name not in context]
+    if missing:
+        raise ValueError(f"a {kind} message needs {', '.join(missing)}")
     values = {**context, **(entry.derive(context) if entry.derive else {})}
     env = _environment()
     subject = " ".join(env.from_string(entry.subject).render(values).split())

@@ -32,12 +32,13 @@ from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 
 import audit
 from compliance import clock, config, db, messages
 from compliance.models import OffboardingRequest, OutboxMessage, Tenant
 
+STATUSES = ("pending", "sent", "failed", "suppressed")
 BATCH = 100  # messages per run at most, so a run ends; the cron job runs every minute
 RETRY_DELAYS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
@@ -103,6 +104,16 @@ def email_of(message: OutboxMessage) -> EmailMessage:
     if message.html:
         email.add_alternative(message.html, subtype="html", cte="quoted-printable")
     return email
+
+
+def outbox(*, status: str | None = None, request_id: int | None = None) -> Select[tuple[OutboxMessage]]:
+    """The outbox, by status and/or request, for people to read."""
+    query = select(OutboxMessage)
+    if status:
+        query = query.where(OutboxMessage.status == status)
+    if request_id is not None:
+        query = query.where(OutboxMessage.request_id == request_id)
+    return query
 
 
 def mail_dir() -> Path:

@@ -108,6 +108,8 @@ EXPECTED: dict[str, set[str] | str] = {
     "admin.verify_certificate": {"legal", "admin", "auditor"},
     "admin.audit": {"auditor", "legal", "admin"},
     "admin.verify_audit": {"auditor", "admin"},
+    "admin.messages": ALL,
+    "admin.message_preview": {"admin", "csm", "legal"},
 }
 
 

@@ -40,7 +40,9 @@ def test_the_closure_timeline_follows_the_retention_settings() -> None:
 
 
 def test_a_missing_value_or_kind_is_refused() -> None:
-    with pytest.raises(UndefinedError, match="invoice_ref"):
+    with pytest.raises(ValueError, match="a closure message needs invoice_ref"):
         messages.compose("closure", **BASE)
+    with pytest.raises(UndefinedError, match="account"):  # the tenant's part, had a sender built it by hand
+        messages.compose("closure", **{k: v for k, v in BASE.items() if k != "account"}, invoice_ref="INV-1")
     with pytest.raises(messages.UnknownKind, match="newsletter"):
         messages.compose("newsletter", **BASE)
