@@ -242,8 +242,9 @@ def setup_app(env: dict[str, str], bundles: dict[str, tuple[Path, str]], downloa
                 request = workflow.open_request(
                     tenant, actor=ACTOR, requested_by="cfo@bench.test", channel="email",
                     churn_reason="price", formats=["csv"], owner="csm@bench.test")
-                for action in ("acknowledge", "approve", "start_export"):
-                    workflow.apply(request.id, action, actor=ACTOR)
+                for action in ("acknowledge", "verify", "approve", "start_export"):
+                    workflow.apply(request.id, action, actor=ACTOR,
+                                   reason="benchmark" if action == "verify" else None)
                 export = Export(request_id=request.id, status="running", formats=["csv"],
                                 created_by=ACTOR, started_at=clock.now())
                 session.add(export)

@@ -23,6 +23,7 @@ MIN_SECRET_LENGTH = 32
 SMTP_PORTS = {"smtp": 25, "smtps": 465}  # the scheme's port when SMTP_URL names none
 SMTP_TIMEOUT = 30.0  # seconds for each step of an SMTP conversation
 DEFAULT_MAIL_FROM = "Offboard <no-reply@offboard.invalid>"
+VALUE_TIERS = ("standard", "premium", "enterprise", "strategic")  # an account's value, lowest to highest
 
 
 class ConfigError(RuntimeError):
@@ -61,6 +62,8 @@ class Settings:
     backup_retention_months: int  # backups holding it purged within this many calendar months
     smtp: Smtp | None  # None: messages are written as .eml files under instance_dir/mail
     mail_from: str
+    approval_tier: str = "enterprise"  # requests of accounts at or above it need a second person's approval
+    survey_delay_hours: int = 24  # the exit survey is sent this long after a request closes
 
     @property
     def embedded_redis_path(self) -> Path:
@@ -95,6 +98,8 @@ def load(environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
         backup_retention_months=_positive_int(env_vars, "OFFBOARD_BACKUP_RETENTION_MONTHS", 12),
         smtp=_smtp(env_vars.get("SMTP_URL")),
         mail_from=_mail_from(env_vars.get("OFFBOARD_MAIL_FROM") or DEFAULT_MAIL_FROM),
+        approval_tier=_tier(env_vars.get("OFFBOARD_APPROVAL_TIER") or "enterprise"),
+        survey_delay_hours=_positive_int(env_vars, "OFFBOARD_SURVEY_DELAY_HOURS", 24),
         audit_origin=_origin(env_vars.get("OFFBOARD_AUDIT_ORIGIN") or f"{urlsplit(public_url).netloc}/audit"),
     )
 
@@ -228,6 +233,12 @@ def _count(env_vars: os._Environ[str] | dict[str, str], name: str) -> int:
     if not raw.isdigit():
         raise ConfigError(f"{name} must be a whole number, not {raw!r}")
     return int(raw)
+
+
+def _tier(value: str) -> str:
+    if value not in VALUE_TIERS:
+        raise ConfigError(f"OFFBOARD_APPROVAL_TIER must be one of {', '.join(VALUE_TIERS)}, not {value!r}")
+    return value
 
 
 def _positive_int(env_vars: os._Environ[str] | dict[str, str], name: str, default: int) -> int:

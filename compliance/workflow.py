@@ -1,7 +1,13 @@
-"""The offboarding request's state machine: allowed transitions and deadlines.
+"""The offboarding request's state machine: allowed transitions, deadlines and the messages at each step.
 
 Every change goes through here so that each one is checked against the current
-state (under a row lock), stamped with its time and written to the audit trail.
+state (under a row lock), stamped with its time, written to the audit trail and,
+where the customer should hear of it, queued in the outbox in the same transaction.
+
+The approval rule: ``approve`` is always a step. For an account below the
+``OFFBOARD_APPROVAL_TIER`` (default enterprise) anyone who may approve (csm or admin)
+does it, the verifier included, so verification is in effect enough. At or above the
+tier it takes a second pair of eyes: a person other than the one who verified, or an admin.
 """
 
 from __future__ import annotations
@@ -15,21 +21,25 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 import audit
-from compliance import clock, db
-from compliance.models import AuditEvent, OffboardingRequest, Tenant
+from compliance import clock, config, db, notify
+from compliance.models import VALUE_TIERS, AuditEvent, OffboardingRequest, Tenant
 from compliance.models import requests as requests_model
 
 ACKNOWLEDGEMENT_WINDOW = timedelta(hours=24)
 EXPORT_WINDOW = timedelta(hours=72)
 CCPA_WINDOW = timedelta(days=45)
+WARNING_WINDOW = timedelta(hours=12)  # a deadline this close is flagged to the owner, once
 
 STATES = (
     "received",
     "acknowledged",
+    "verified",
     "approved",
     "exporting",
     "export_ready",
+    "access_reduced",
     "closed",
+    "feedback_collected",
     "withdrawn",
     "failed",
 )
@@ -52,13 +62,17 @@ class Transition:
 
 TRANSITIONS: dict[str, Transition] = {
     "acknowledge": Transition(frozenset({"received"}), "acknowledged", "acknowledged_at"),
-    "approve": Transition(frozenset({"acknowledged"}), "approved", "approved_at"),
+    # The verification note is its reason: the cancellation is intended and why is understood.
+    "verify": Transition(frozenset({"acknowledged"}), "verified", "verified_at", needs_reason=True),
+    "approve": Transition(frozenset({"verified"}), "approved", "approved_at"),
     "start_export": Transition(frozenset({"approved", "failed"}), "exporting", "export_started_at"),
     "mark_ready": Transition(frozenset({"exporting"}), "export_ready", "export_ready_at"),
     "fail": Transition(frozenset({"exporting"}), "failed", "failed_at", needs_reason=True),
-    "close": Transition(frozenset({"export_ready"}), "closed", "closed_at"),
+    "reduce_access": Transition(frozenset({"export_ready"}), "access_reduced", "access_reduced_at"),
+    "close": Transition(frozenset({"access_reduced"}), "closed", "closed_at"),
+    "collect_feedback": Transition(frozenset({"closed"}), "feedback_collected", "feedback_collected_at"),
     "withdraw": Transition(
-        frozenset({"received", "acknowledged", "approved", "failed"}),
+        frozenset({"received", "acknowledged", "verified", "approved", "failed"}),
         "withdrawn",
         "withdrawn_at",
         needs_reason=True,
@@ -189,6 +203,8 @@ def open_request(
     churn_detail: str | None = None,
     owner: str | None = None,
     legal_regime: str | None = None,
+    no_sales_contact: bool = False,
+    competitor_signed: bool = False,
 ) -> OffboardingRequest:
     """Receive a request; one open request per tenant at a time."""
     open_one = db.session.scalar(
@@ -214,6 +230,8 @@ def open_request(
         churn_reason=churn_reason,
         churn_detail=churn_detail,
         formats=sorted(set(formats)),
+        no_sales_contact=no_sales_contact,
+        competitor_signed=competitor_signed,
         status="received",
         legal_regime=regime,
         legal_deadline=legal_deadline(regime, received_at),
@@ -237,12 +255,47 @@ def open_request(
     return request
 
 
-def apply(request_id: int, action: str, *, actor: str, reason: str | None = None) -> OffboardingRequest:
-    """Move a request along ``action``; raise IllegalTransition naming the current state."""
+def apply(request_id: int, action: str, *, actor: str, reason: str | None = None, role: str | None = None,
+          invoice_ref: str | None = None) -> OffboardingRequest:
+    """Move a request along ``action``; raise IllegalTransition naming the current state.
+
+    ``reason`` is the text the step records (a failure or withdrawal reason, the verification
+    note), ``role`` the actor's role for the approval rule, ``invoice_ref`` the final invoice
+    a closure names.
+    """
+    if action == "close" and not invoice_ref:
+        raise ValueError("close needs the final invoice reference")
+    request = locked(request_id)
+    if action == "approve" and request.status == "verified":
+        refusal = approval_refusal(request, actor=actor, role=role)
+        if refusal is not None:
+            raise WorkflowError(refusal)
+    data: dict[str, Any] = {}
+    if action == "close":
+        request.final_invoice_ref = data["final_invoice_ref"] = invoice_ref
+    return move(request, action, actor=actor, reason=reason, data=data)
+
+
+def verify(request_id: int, *, actor: str, note: str, no_sales_contact: bool | None = None,
+           competitor_signed: bool | None = None) -> OffboardingRequest:
+    """Record that the cancellation is intended and why, with what the save-attempt rule needs."""
+    request = locked(request_id)
+    if request.status in TRANSITIONS["verify"].sources:
+        if no_sales_contact is not None:
+            request.no_sales_contact = no_sales_contact
+        if competitor_signed is not None:
+            request.competitor_signed = competitor_signed
+    return move(request, "verify", actor=actor, reason=note,
+                data={"no_sales_contact": request.no_sales_contact,
+                      "competitor_signed": request.competitor_signed})
+
+
+def move(request: OffboardingRequest, action: str, *, actor: str, reason: str | None = None,
+         data: dict[str, Any] | None = None) -> OffboardingRequest:
+    """The transition itself, on a request already locked: stamp, audit, tell the customer."""
     transition = TRANSITIONS[action]
     if transition.needs_reason and not reason:
         raise ValueError(f"{action} needs a reason")
-    request = _locked(request_id)
     if request.status not in transition.sources:
         raise IllegalTransition(action, request.status)
     previous, now = request.status, clock.now()
@@ -252,6 +305,10 @@ def apply(request_id: int, action: str, *, actor: str, reason: str | None = None
         request.failure_reason = reason
     elif action == "withdraw":
         request.withdrawal_reason = reason
+    elif action == "verify":
+        request.verified_by, request.verification_note = actor, reason
+    elif action == "approve":
+        request.approved_by = actor
     elif action == "close" and request.tenant.closed_at is None:
         request.tenant.closed_at = now  # starts the retention clock
     audit.record(
@@ -259,14 +316,54 @@ def apply(request_id: int, action: str, *, actor: str, reason: str | None = None
         actor=actor,
         tenant_id=request.tenant_id,
         request_id=request.id,
-        data={"from": previous, "to": transition.target, "reason": reason},
+        data={"from": previous, "to": transition.target, "reason": reason, **(data or {})},
     )
+    _tell_customer(request, action, actor)
     return request
+
+
+def needs_second_approver(tenant: Tenant) -> bool:
+    """At or above the configured value tier, approval takes someone other than the verifier."""
+    threshold = config.current().approval_tier
+    return VALUE_TIERS.index(tenant.value_tier) >= VALUE_TIERS.index(threshold)
+
+
+def approval_refusal(request: OffboardingRequest, *, actor: str, role: str | None) -> str | None:
+    """Why ``actor`` may not approve this verified request, or None when they may."""
+    if needs_second_approver(request.tenant) and actor == request.verified_by and role != "admin":
+        return (f"a {request.tenant.value_tier} account needs approval by someone other than its "
+                "verifier (or an admin)")
+    return None
+
+
+def customer_address(request: OffboardingRequest) -> str | None:
+    """Where customer messages go: the account's contact, else the requester when an address."""
+    if request.tenant.contact_email:
+        return request.tenant.contact_email
+    return request.requested_by if "@" in request.requested_by else None
+
+
+def _tell_customer(request: OffboardingRequest, action: str, actor: str) -> None:
+    """The message each step owes the customer: acknowledgement, the plan once verified, closure."""
+    recipient = customer_address(request)
+    if recipient is None:
+        return
+    context: dict[str, Any]
+    if action == "acknowledge":
+        kind, context = "acknowledgement", {}
+    elif action == "verify":
+        kind, context = "plan", {"phases": plan(request.received_at, clock.now().date())}
+    elif action == "close":
+        kind, context = "closure", {"invoice_ref": request.final_invoice_ref}
+    else:
+        return
+    notify.send(kind, context, recipient=recipient, actor=actor, tenant_id=request.tenant_id,
+                request_id=request.id)
 
 
 def extend_deadline(request_id: int, *, actor: str, reason: str) -> OffboardingRequest:
     """Use the one extension the law allows, before the first deadline passes."""
-    request = _locked(request_id)
+    request = locked(request_id)
     now = clock.now()
     refusal = extension_refusal(request, now)
     if refusal is not None:
@@ -352,7 +449,8 @@ def _missed(request: OffboardingRequest, now: datetime) -> set[str]:
     return missed
 
 
-def _locked(request_id: int) -> OffboardingRequest:
+def locked(request_id: int) -> OffboardingRequest:
+    """The request under a row lock, fresh from the database (UnknownRequest when there is none)."""
     request = db.session.scalar(
         select(OffboardingRequest)
         .where(OffboardingRequest.id == request_id)

@@ -1,4 +1,4 @@
-"""The request page's forms: transitions, the deadline extension, the export and its links.
+"""The request page's forms: transitions, save attempts, the deadline extension, the export and its links.
 
 Each route has the roles of its API route and calls the same service. A refused form answers
 the request's page with the message beside the field; an issued link answers the page with
@@ -14,11 +14,12 @@ from typing import Any
 from flask import Response, abort, flash, redirect, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from compliance import db, workflow
+from compliance import db, saves, workflow
 from compliance.admin import bp
 from compliance.admin.forms import load
 from compliance.admin.request_detail import page, request_or_404
 from compliance.api.links import LinkIn
+from compliance.api.requests import CloseIn, SaveAttemptIn, VerifyIn
 from compliance.api.schemas import OptionalReasonIn, ReasonIn
 from compliance.auth import current_principal, requires
 from compliance.models import DownloadLink, Export
@@ -28,7 +29,8 @@ DAY = 24 * 3600
 DONE = {
     "acknowledge": "acknowledged",
     "approve": "approved",
-    "close": "closed",
+    "reduce_access": "access reduced",
+    "collect_feedback": "feedback collected",
     "withdraw": "withdrawn",
     "fail": "marked as failed",
 }
@@ -42,21 +44,77 @@ def _transition(action: str, roles: tuple[str, ...]) -> None:
         data, errors = _reason(ReasonIn() if needs_reason else OptionalReasonIn(), f"{action}_reason")
         if errors:
             return page(request_or_404(request_id), code=400, errors=errors)
-        workflow.apply(request_id, action, actor=current_principal().actor, reason=data.get("reason"))
+        principal = current_principal()
+        workflow.apply(request_id, action, actor=principal.actor, reason=data.get("reason"),
+                       role=principal.role)
         db.session.commit()
         flash(f"Request #{request_id} is {DONE[action]}.", "ok")
         return redirect(url_for("admin.request", request_id=request_id))
 
     view.__name__ = view.__qualname__ = f"request_{action}"
     view.__doc__ = f"{action.capitalize()} the request (as POST /api/v1/requests/<id>/{action})."
-    bp.route(f"/requests/<id:request_id>/{action}", methods=["POST"])(requires(*roles)(view))
+    path = f"/requests/<id:request_id>/{action.replace('_', '-')}"
+    bp.route(path, methods=["POST"])(requires(*roles)(view))
 
 
 _transition("acknowledge", ("admin", "csm"))
-_transition("approve", ("admin", "csm"))
-_transition("close", ("admin", "csm"))
+_transition("approve", ("admin", "csm"))  # the approval rule of compliance.workflow applies
+_transition("reduce_access", ("admin", "csm"))
+_transition("collect_feedback", ("admin", "csm"))
 _transition("withdraw", ("admin", "csm"))
 _transition("fail", ("admin",))
+
+
+@bp.route("/requests/<id:request_id>/verify", methods=["POST"])
+@requires("admin", "csm")
+def request_verify(request_id: int) -> Any:
+    """Verify with a note and the save rule's two facts (as POST /api/v1/requests/<id>/verify)."""
+    form = request.form
+    data, errors = _renamed(VerifyIn(), {"note": "verify_note"}, MultiDict([
+        ("note", form.get("verify_note", "")),
+        ("no_sales_contact", str("no_sales_contact" in form)),
+        ("competitor_signed", str("competitor_signed" in form))]))
+    if errors:
+        return page(request_or_404(request_id), code=400, errors=errors)
+    workflow.verify(request_id, actor=current_principal().actor, **data)
+    return _done(request_id, f"Request #{request_id} is verified; the offboarding plan is on its way "
+                             "to the customer.")
+
+
+@bp.route("/requests/<id:request_id>/close", methods=["POST"])
+@requires("admin", "csm")
+def request_close(request_id: int) -> Any:
+    """Close with the final invoice reference (as POST /api/v1/requests/<id>/close)."""
+    data, errors = _renamed(CloseIn(), {"final_invoice_ref": "invoice_ref"},
+                            MultiDict([("final_invoice_ref", request.form.get("invoice_ref", ""))]))
+    if errors:
+        return page(request_or_404(request_id), code=400, errors=errors)
+    workflow.apply(request_id, "close", actor=current_principal().actor,
+                   invoice_ref=data["final_invoice_ref"])
+    return _done(request_id, f"Request #{request_id} is closed; the retention clock has started.")
+
+
+@bp.route("/requests/<id:request_id>/save-attempts", methods=["POST"])
+@requires("admin", "csm")
+def request_save_attempt(request_id: int) -> Any:
+    """Record a save attempt (as POST /api/v1/requests/<id>/save-attempts)."""
+    form = request.form
+    fields = MultiDict([("offered", str(form.get("offered") == "yes")), ("offer", form.get("offer", "")),
+                        ("outcome", form.get("outcome", ""))])
+    data, errors = _renamed(SaveAttemptIn(), {}, fields)
+    if errors:
+        return page(request_or_404(request_id), code=400, errors=errors)
+    attempt = saves.record(request_id, actor=current_principal().actor, **data)
+    done = ("the customer accepted: the request is withdrawn" if attempt.outcome == "accepted"
+            else "save attempt recorded")
+    return _done(request_id, f"Request #{request_id}: {done}.")
+
+
+def _done(request_id: int, message: str) -> Response:
+    """Commit, say what happened, and show the request again (Post/Redirect/Get)."""
+    db.session.commit()
+    flash(message, "ok")
+    return redirect(url_for("admin.request", request_id=request_id))
 
 
 @bp.route("/requests/<id:request_id>/extend-deadline", methods=["POST"])
@@ -139,6 +197,13 @@ def _reason(schema: Any, field: str) -> tuple[dict[str, Any], dict[str, str]]:
     if "reason" in errors:
         return data, {field: "Give a reason." if "Missing" in errors["reason"] else errors["reason"]}
     return data, {}
+
+
+def _renamed(schema: Any, names: dict[str, str], fields: MultiDict[str, str]) -> tuple[
+        dict[str, Any], dict[str, str]]:
+    """A form through the API's schema; ``names`` maps schema fields to the page's input names."""
+    data, errors = load(schema, fields)
+    return data, {names.get(field, field): message for field, message in errors.items()}
 
 
 def _link_form(form: MultiDict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:

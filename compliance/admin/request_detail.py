@@ -6,12 +6,13 @@ workflow's allowed transitions for this state, and only those the signed-in role
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import abort, jsonify, render_template
 from sqlalchemy import select
 
-from compliance import clock, db, workflow
+from compliance import clock, db, saves, workflow
 from compliance.admin import bp
 from compliance.admin.formatting import label
 from compliance.api.exports import ExportSummaryOut
@@ -24,14 +25,19 @@ FINISHED = ("ready", "failed")  # an export in one of these states changes no mo
 ACTIONS = {
     "request.received": "Request received",
     "request.acknowledged": "Acknowledged",
+    "request.verified": "Verified",
+    "request.save_attempted": "Save attempt recorded",
     "request.approved": "Approved",
     "request.exporting": "Export started",
     "request.export_ready": "Export ready",
+    "request.access_reduced": "Access reduced",
     "request.closed": "Closed",
+    "request.feedback_collected": "Feedback collected",
     "request.withdrawn": "Withdrawn",
     "request.failed": "Marked as failed",
     "request.deadline_extended": "Legal deadline extended",
     "request.deadline_missed": "Deadline missed",
+    "request.deadline_warning": "Deadline near: owner warned",
     "export.created": "Export queued",
     "export.ready": "Bundle built and sealed",
     "export.failed": "Export failed",
@@ -83,7 +89,7 @@ def page(offboarding: OffboardingRequest, *, code: int = 200, errors: dict[str, 
     now = clock.now()
     html = render_template(
         "admin/request.html", r=offboarding, now=now, errors=errors or {}, issued=issued,
-        actions=workflow.allowed_actions(offboarding.status),
+        actions=workflow.allowed_actions(offboarding.status), save=_save(offboarding, now),
         extendable=workflow.extension_refusal(offboarding, now) is None,
         export=export, progress=ExportSummaryOut().dump(export) if export is not None else None,
         finished=export is None or export.status in FINISHED,
@@ -91,6 +97,12 @@ def page(offboarding: OffboardingRequest, *, code: int = 200, errors: dict[str, 
         timeline=_timeline(offboarding.id), plan=workflow.plan(offboarding.received_at, now.date()),
         phases=PHASES)
     return (html, code) if code != 200 else html
+
+
+def _save(offboarding: OffboardingRequest, now: datetime) -> dict[str, Any]:
+    eligible, reason = saves.eligibility(offboarding, now)
+    return {"eligible": eligible, "reason": reason, "attempts": saves.attempts(offboarding.id),
+            "max": saves.limit(offboarding)}
 
 
 def request_or_404(request_id: int) -> OffboardingRequest:

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from flask_smorest import Blueprint, abort
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from compliance import clock, db, workflow
+from compliance import clock, db, saves, workflow
 from compliance.api.pagination import paginate
 from compliance.api.schemas import OptionalReasonIn, Page, PageArgs, ReasonIn, Strict, one_of, text
 from compliance.api.tenants import REGION
@@ -34,6 +34,34 @@ class RequestIn(Strict):
                           validate=validate.Length(min=1, max=len(FORMATS)))
     owner = text(254, metadata={"description": "the CSM responsible"})
     legal_regime = one_of(LEGAL_REGIMES, metadata={"description": "default: from the region"})
+    no_sales_contact = fields.Boolean(
+        load_default=False, metadata={"description": "the customer asked for no sales conversation"})
+    competitor_signed = fields.Boolean(load_default=False,
+                                       metadata={"description": "a contract with a competitor is signed"})
+
+
+class VerifyIn(Strict):
+    note = text(2000, required=True, metadata={"description": "the cancellation is intended; why"})
+    no_sales_contact = fields.Boolean(metadata={"description": "default: as recorded at creation"})
+    competitor_signed = fields.Boolean(metadata={"description": "default: as recorded at creation"})
+
+
+class CloseIn(Strict):
+    final_invoice_ref = text(64, required=True, metadata={"description": "the last invoice's reference"})
+
+
+class SaveAttemptIn(Strict):
+    offered = fields.Boolean(required=True)
+    offer = text(2000, metadata={"description": "what was offered; required when offered"})
+    outcome = one_of(saves.OUTCOMES, metadata={"description": "required when offered"})
+
+    @validates_schema
+    def _offer_and_outcome(self, data: dict[str, Any], **_: Any) -> None:
+        for name in ("offer", "outcome"):
+            if data.get("offered") and name not in data:
+                raise ValidationError("Required when a save was offered.", name)
+            if data.get("offered") is False and name in data:
+                raise ValidationError("Only when a save was offered.", name)
 
 
 class PhaseOut(Schema):
@@ -48,6 +76,20 @@ class PhaseOut(Schema):
 
 def _plan(request: OffboardingRequest) -> list[dict[str, Any]]:
     return PhaseOut(many=True).dump(workflow.plan(request.received_at, clock.now().date()))
+
+
+class SaveAttemptOut(Schema):
+    offered = fields.Boolean()
+    offer = fields.String(allow_none=True)
+    outcome = fields.String(allow_none=True)
+    recorded_by = fields.String()
+    recorded_at = fields.DateTime()
+
+
+def _save_attempt(request: OffboardingRequest) -> dict[str, Any]:
+    eligible, reason = saves.eligibility(request, clock.now())
+    return {"eligible": eligible, "reason": reason, "attempts": saves.attempts(request.id),
+            "max": saves.limit(request)}
 
 
 class RequestOut(Schema):
@@ -69,14 +111,27 @@ class RequestOut(Schema):
     acknowledgement_due = fields.DateTime()
     export_due = fields.DateTime()
     overdue = fields.Function(lambda r: workflow.is_overdue(r, clock.now()))
+    processing_due = fields.DateTime(metadata={"description": "received + 14 days (the target is 7)"})
     failure_reason = fields.String(allow_none=True)
     withdrawal_reason = fields.String(allow_none=True)
+    no_sales_contact = fields.Boolean()
+    competitor_signed = fields.Boolean()
+    verified_by = fields.String(allow_none=True)
+    verification_note = fields.String(allow_none=True)
+    approved_by = fields.String(allow_none=True)
+    final_invoice_ref = fields.String(allow_none=True)
+    save_attempt = fields.Function(_save_attempt, metadata={
+        "description": "the save-attempt rule for this request: {eligible, reason, attempts, max}"})
+    save_attempts = fields.List(fields.Nested(SaveAttemptOut))
     received_at = fields.DateTime()
     acknowledged_at = fields.DateTime(allow_none=True)
+    verified_at = fields.DateTime(allow_none=True)
     approved_at = fields.DateTime(allow_none=True)
     export_started_at = fields.DateTime(allow_none=True)
     export_ready_at = fields.DateTime(allow_none=True)
+    access_reduced_at = fields.DateTime(allow_none=True)
     closed_at = fields.DateTime(allow_none=True)
+    feedback_collected_at = fields.DateTime(allow_none=True)
     withdrawn_at = fields.DateTime(allow_none=True)
     failed_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime()
@@ -134,8 +189,9 @@ def _transition_view(action: str, body: type[Strict], roles: tuple[str, ...]) ->
     """Register ``POST /requests/<id>/<action>``: one endpoint per transition."""
 
     def view(data: dict[str, Any], request_id: int) -> OffboardingRequest:
-        return workflow.apply(request_id, action, actor=current_principal().actor,
-                              reason=data.get("reason"))
+        principal = current_principal()
+        return workflow.apply(request_id, action, actor=principal.actor, reason=data.get("reason"),
+                              role=principal.role, invoice_ref=data.get("final_invoice_ref"))
 
     view.__name__ = action
     view.__doc__ = f"{action.replace('_', ' ').capitalize()} the request."
@@ -146,10 +202,40 @@ def _transition_view(action: str, body: type[Strict], roles: tuple[str, ...]) ->
 
 
 _transition_view("acknowledge", OptionalReasonIn, ("admin", "csm"))
+# At or above OFFBOARD_APPROVAL_TIER the approver must not be the verifier, unless an admin.
 _transition_view("approve", OptionalReasonIn, ("admin", "csm"))
-_transition_view("close", OptionalReasonIn, ("admin", "csm"))
+_transition_view("reduce_access", OptionalReasonIn, ("admin", "csm"))
+_transition_view("close", CloseIn, ("admin", "csm"))
+_transition_view("collect_feedback", OptionalReasonIn, ("admin", "csm"))
 _transition_view("withdraw", ReasonIn, ("admin", "csm"))
 _transition_view("fail", ReasonIn, ("admin",))
+
+
+@blp.route("/<id:request_id>/verify", methods=["POST"])
+@requires("admin", "csm")
+@blp.arguments(VerifyIn)
+@blp.response(200, RequestOut)
+@blp.alt_response(404, description="no such request")
+@blp.alt_response(409, description=CONFLICT)
+@writes
+def verify(data: dict[str, Any], request_id: int) -> OffboardingRequest:
+    """Verify the request: the cancellation is intended and its reason understood (sends the plan)."""
+    return workflow.verify(request_id, actor=current_principal().actor, **data)
+
+
+@blp.route("/<id:request_id>/save-attempts", methods=["POST"])
+@requires("admin", "csm")
+@blp.arguments(SaveAttemptIn)
+@blp.response(201, RequestOut)
+@blp.alt_response(404, description="no such request")
+@blp.alt_response(409, description="not verified, the limit is used, or the rule rules an offer out")
+@writes
+def record_save_attempt(data: dict[str, Any], request_id: int) -> OffboardingRequest:
+    """Record a save attempt (one; two for a strategic account); an accepted offer withdraws the request."""
+    saves.record(request_id, actor=current_principal().actor, **data)
+    request = db.session.get(OffboardingRequest, request_id)
+    assert request is not None
+    return request
 
 
 @blp.route("/<id:request_id>/extend-deadline", methods=["POST"])

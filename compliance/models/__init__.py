@@ -19,6 +19,7 @@ from compliance.models.requests import (
     Export,
     ExportTask,
     OffboardingRequest,
+    SaveAttempt,
 )
 from compliance.models.retention import (
     BackupSnapshot,
@@ -56,6 +57,7 @@ __all__ = [
     "PurgeStep",
     "RetentionOverride",
     "RetentionRun",
+    "SaveAttempt",
     "SourceConfig",
     "StaffSession",
     "Tenant",

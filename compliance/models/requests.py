@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from compliance import clock
@@ -28,7 +28,8 @@ CHURN_REASONS = (
 )
 FORMATS = ("csv", "json", "parquet", "pdf")
 LEGAL_REGIMES = ("gdpr", "ccpa", "none")
-TERMINAL_STATES = ("closed", "withdrawn")  # a request in one of these is no longer open
+TERMINAL_STATES = ("closed", "feedback_collected", "withdrawn")  # a request in one of these is no longer open
+PROCESSING_WINDOW = timedelta(days=14)  # received to closed at the latest; the target is 7 days
 OPEN_CONDITION = "status NOT IN ({})".format(", ".join(f"'{state}'" for state in TERMINAL_STATES))
 
 
@@ -58,18 +59,47 @@ class OffboardingRequest(Base):
     export_due: Mapped[datetime]
     failure_reason: Mapped[str | None] = mapped_column(Text)
     withdrawal_reason: Mapped[str | None] = mapped_column(Text)
+    # The save-attempt rule's facts: either one rules a save conversation out.
+    no_sales_contact: Mapped[bool] = mapped_column(default=False, server_default=false())
+    competitor_signed: Mapped[bool] = mapped_column(default=False, server_default=false())
+    verified_by: Mapped[str | None] = mapped_column(String(120))
+    verification_note: Mapped[str | None] = mapped_column(Text)
+    approved_by: Mapped[str | None] = mapped_column(String(120))
+    final_invoice_ref: Mapped[str | None] = mapped_column(String(64))
     # One timestamp per step, so every deadline and report reads straight from the row.
     received_at: Mapped[datetime] = mapped_column(default=clock.now)
     acknowledged_at: Mapped[datetime | None]
+    verified_at: Mapped[datetime | None]
     approved_at: Mapped[datetime | None]
     export_started_at: Mapped[datetime | None]
     export_ready_at: Mapped[datetime | None]
+    access_reduced_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
+    feedback_collected_at: Mapped[datetime | None]
     withdrawn_at: Mapped[datetime | None]
     failed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
 
     tenant: Mapped[Tenant] = relationship(lazy="joined", innerjoin=True)
+    save_attempts: Mapped[list[SaveAttempt]] = relationship(order_by="SaveAttempt.id", viewonly=True)
+
+    @property
+    def processing_due(self) -> datetime:
+        return self.received_at + PROCESSING_WINDOW
+
+
+class SaveAttempt(Base):
+    """One try at keeping the customer, or the record that none was offered."""
+
+    __tablename__ = "save_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("offboarding_requests.id"), index=True)
+    offered: Mapped[bool]
+    offer: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # accepted or declined; None when not offered
+    recorded_by: Mapped[str] = mapped_column(String(120))
+    recorded_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 
 class Export(Base):

@@ -74,11 +74,12 @@ def test_charts_are_titled_images_whose_description_says_every_number(staff: Any
         labelled = svg.get("aria-labelledby", "").split()
         assert [svg.find(f"{SVG}title").get("id"), svg.find(f"{SVG}desc").get("id")] == labelled
     states = found["Open requests by state"]
-    assert "Received: 1; Acknowledged: 0; Approved: 0; Exporting: 1; Export ready: 6; Failed: 0." \
+    assert ("Received: 1; Acknowledged: 0; Verified: 0; Approved: 0; Exporting: 1; Export ready: 6; "
+            "Access reduced: 0; Failed: 0.") \
         in states.findtext(f"{SVG}desc")
     assert [text.text for text in states.iter(f"{SVG}text")][:2] == ["Received", "1"]
     widths = [float(rect.get("width").rstrip("%")) for rect in states.iter(f"{SVG}rect")]
-    assert widths[4] == charts.PLOT  # export ready: the longest bar
+    assert widths[5] == charts.PLOT  # export ready: the longest bar
     assert widths[0] == pytest.approx(charts.PLOT / 6, abs=0.01)
     churn = found["Churn reasons per month"]
     assert "Feb 2026: 12 (Price 6, Budget cuts 5, Missing features 1); Mar 2026: 0." \

@@ -48,7 +48,7 @@ def status_of(request_id: int) -> str:
 
 def ready_export(offboarding: OffboardingRequest) -> Export:
     """A ready export row (no real bundle): enough for the link forms' refusals."""
-    move(offboarding, "acknowledge", "approve", "start_export", "mark_ready")
+    move(offboarding, "acknowledge", "verify", "approve", "start_export", "mark_ready")
     export = Export(request_id=offboarding.id, formats=["csv"], status="ready", created_by="test",
                     bundle_sha256="0" * 64, bundle_bytes=10, manifest={"files": []})
     db.session.add(export)
@@ -74,7 +74,16 @@ def test_the_page_shows_the_facts_and_only_the_buttons_allowed_now(staff) -> Non
     legal = staff("legal").get(url).get_data(as_text=True)
     assert posted_forms(legal) == {f"{base}/extend-deadline"}
 
-    move(offboarding, "acknowledge", "approve")
+    move(offboarding, "acknowledge")
+    assert posted_forms(staff("csm", email="c1@example.com").get(url).get_data(as_text=True)) == {
+        f"{base}/verify", f"{base}/withdraw", f"{base}/extend-deadline"}
+    move(offboarding, "verify")
+    verified = staff("csm", email="c4@example.com").get(url).get_data(as_text=True)
+    assert posted_forms(verified) == {f"{base}/approve", f"{base}/save-attempts", f"{base}/withdraw",
+                                      f"{base}/extend-deadline"}
+    assert "No attempt" in verified and "A standard account of under two years" in verified
+    assert "0 of 1 recorded" in verified
+    move(offboarding, "approve")
     assert posted_forms(staff("csm", email="c2@example.com").get(url).get_data(as_text=True)) == {
         f"{base}/export", f"{base}/withdraw", f"{base}/extend-deadline"}
     move(offboarding, "start_export")
@@ -96,9 +105,11 @@ def test_transitions_change_the_request_through_the_workflow(staff) -> None:  # 
     offboarding = new_request()
     user = staff("csm", name="Carla Customer-Success")
     base = f"/admin/requests/{offboarding.id}"
-    for action, state in (("acknowledge", "acknowledged"), ("approve", "approved")):
+    for action, state, form in (("acknowledge", "acknowledged", {}),
+                                ("verify", "verified", {"verify_note": "Confirmed by phone: the price"}),
+                                ("approve", "approved", {})):
         user.get(base)
-        answer = user.post(f"{base}/{action}")
+        answer = user.post(f"{base}/{action}", form)
         assert (answer.status_code, answer.headers["Location"]) == (302, base)
         assert status_of(offboarding.id) == state
         assert events(offboarding.id, f"request.{state}")[0].actor == f"user:{user.user.id}"
@@ -107,9 +118,13 @@ def test_transitions_change_the_request_through_the_workflow(staff) -> None:  # 
     # The timeline names the person, says what happened in words, oldest first.
     timeline = page[page.index('<ol class="timeline">'):]
     assert re.search(r"<strong>Request received</strong> · test.*<strong>Acknowledged</strong> · Carla "
-                     r"Customer-Success.*<strong>Approved</strong> · Carla Customer-Success", timeline, re.S)
+                     r"Customer-Success.*<strong>Verified</strong> · Carla Customer-Success.*"
+                     r"<strong>Approved</strong> · Carla Customer-Success", timeline, re.S)
+    verified = db.session.get(OffboardingRequest, offboarding.id)
+    assert (verified.verified_by, verified.verification_note, verified.approved_by) == (
+        f"user:{user.user.id}", "Confirmed by phone: the price", f"user:{user.user.id}")
     # A transition the state does not allow is a 409 page naming the state, and changes nothing.
-    refused = user.post(f"{base}/close")
+    refused = user.post(f"{base}/close", {"invoice_ref": "INV-9"})
     assert refused.status_code == 409
     assert "cannot close a request in state &#39;approved&#39;" in refused.get_data(as_text=True)
     assert status_of(offboarding.id) == "approved"
@@ -161,7 +176,11 @@ def refusal_cases(offboarding: OffboardingRequest, export: Export,
     return [
         (f"{base}/acknowledge", {}, "legal"),
         (f"{base}/approve", {}, "auditor"),
-        (f"{base}/close", {}, "legal"),
+        (f"{base}/close", {"invoice_ref": "INV-9"}, "legal"),
+        (f"{base}/verify", {"verify_note": "x"}, "auditor"),
+        (f"{base}/save-attempts", {"offered": "no"}, "legal"),
+        (f"{base}/reduce-access", {}, "auditor"),
+        (f"{base}/collect-feedback", {}, "legal"),
         (f"{base}/withdraw", {"withdraw_reason": "x"}, "auditor"),
         (f"{base}/fail", {"fail_reason": "x"}, "csm"),
         (f"{base}/extend-deadline", {"extend_reason": "x"}, "auditor"),
@@ -275,9 +294,10 @@ def test_a_whole_run_from_the_pages(staff, work, demo_tenant) -> None:  # type: 
     assert created.status_code == 302
     page_url = created.headers["Location"]
     request_id = int(page_url.rsplit("/", 1)[1])
-    for action in ("acknowledge", "approve"):
+    for action, form in (("acknowledge", {}), ("verify", {"verify_note": "Intended: they moved to a rival"}),
+                         ("approve", {})):
         user.get(page_url)
-        assert user.post(f"{page_url}/{action}").status_code == 302
+        assert user.post(f"{page_url}/{action}", form).status_code == 302
     user.get(page_url)
     started = user.post(f"{page_url}/export")
     assert (started.status_code, started.headers["Location"]) == (302, f"{page_url}#export")
@@ -304,7 +324,7 @@ def test_a_whole_run_from_the_pages(staff, work, demo_tenant) -> None:  # type: 
     for file in export.manifest["files"]:
         assert file["path"] in bundle and file["sha256"] in bundle
     assert "report.pdf" in bundle and export.bundle_sha256 in bundle
-    assert f"/admin/requests/{request_id}/close" in posted_forms(page)
+    assert f"/admin/requests/{request_id}/reduce-access" in posted_forms(page)
 
     # Issue: the URL is in this answer only, never in a redirect or the session cookie.
     issued = user.post(f"/admin/exports/{export.id}/links",
@@ -320,7 +340,11 @@ def test_a_whole_run_from_the_pages(staff, work, demo_tenant) -> None:  # type: 
     assert link.expires_at - link.created_at == timedelta(days=3)
     event = events(request_id, "link.issued")[0]
     assert (event.actor, event.data["recipient"]) == (f"user:{user.user.id}", "it@demo-run.example")
-    mail = db.session.scalars(select(OutboxMessage).where(OutboxMessage.recipient == link.recipient)).one()
+    mail = db.session.scalars(select(OutboxMessage).where(OutboxMessage.recipient == link.recipient,
+                                                          OutboxMessage.kind == "export_ready")).one()
+    told = db.session.scalars(select(OutboxMessage.kind).where(OutboxMessage.request_id == request_id)
+                              .order_by(OutboxMessage.id)).all()
+    assert told == ["acknowledgement", "plan", "export_ready"]
     assert url in mail.body
     again = user.get(page_url).get_data(as_text=True)
     assert url not in again  # shown once
@@ -351,8 +375,17 @@ def test_a_whole_run_from_the_pages(staff, work, demo_tenant) -> None:  # type: 
     assert customer.get(fresh_url[fresh_url.index("/d/"):]).status_code == 200
 
     user.get(page_url)
-    assert user.post(f"{page_url}/close").status_code == 302
+    assert user.post(f"{page_url}/reduce-access").status_code == 302
+    assert status_of(request_id) == "access_reduced"
+    missing = user.post(f"{page_url}/close", {"invoice_ref": " "})
+    assert missing.status_code == 400 and error_beside(missing.get_data(as_text=True), "invoice_ref")
+    assert user.post(f"{page_url}/close", {"invoice_ref": "INV-2026-0107"}).status_code == 302
     assert status_of(request_id) == "closed"
+    db.session.expire_all()
+    assert db.session.get(OffboardingRequest, request_id).tenant.closed_at is not None
+    closure = db.session.scalars(select(OutboxMessage).where(OutboxMessage.request_id == request_id,
+                                                             OutboxMessage.kind == "closure")).one()
+    assert closure.recipient == "it@demo-run.example" and "INV-2026-0107" in closure.body
     closed = user.get(page_url).get_data(as_text=True)
     assert re.search(r"Acknowledge · met.*Export · met.*Legal GDPR · met", closed, re.S)
 
@@ -361,7 +394,7 @@ def test_failed_parts_are_retried_from_the_page(staff, work, demo_tenant, monkey
     from exporters.sources.demo import DemoSource
 
     offboarding = new_request(demo_tenant)
-    move(offboarding, "acknowledge", "approve")
+    move(offboarding, "acknowledge", "verify", "approve")
     user = staff("csm")
     base = f"/admin/requests/{offboarding.id}"
     user.get(base)

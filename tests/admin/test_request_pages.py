@@ -34,7 +34,9 @@ def new_request(tenant: Tenant | None = None, *, owner: str | None = "owner@exam
 
 def move(offboarding: OffboardingRequest, *actions: str) -> None:
     for action in actions:
-        workflow.apply(offboarding.id, action, actor="test")
+        workflow.apply(offboarding.id, action, actor="test",
+                       reason="intended" if action == "verify" else None,
+                       invoice_ref="INV-1" if action == "close" else None)
     db.session.commit()
 
 
@@ -79,7 +81,7 @@ def test_filters_and_search_narrow_the_list(staff, clock) -> None:  # type: igno
     german = new_request(new_tenant("Müller Werkzeuge GmbH", "DE"), owner="ann@example.com")
     american = new_request(new_tenant("Pacific 100% Labs", "US-CA"), owner="bob@example.com")
     spanish = new_request(new_tenant("Sol_y_Mar SL", "ES"), owner="ann@example.com")
-    move(spanish, "acknowledge", "approve")
+    move(spanish, "acknowledge", "verify", "approve")
     clock.freeze(clock.now() + timedelta(hours=30))
     move(american, "acknowledge")  # late, but acknowledged: only the export deadline is still running
     user = staff("legal")

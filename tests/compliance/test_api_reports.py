@@ -87,8 +87,8 @@ def test_the_figures_of_known_data(client: Any, as_role: Any, clock: Any) -> Non
     body = answer.json
     assert body["generated_at"] == "2026-03-02T09:00:00+00:00"
     assert body["since"] == "2025-04-01T00:00:00+00:00"
-    assert body["open_by_state"] == {"received": 1, "acknowledged": 0, "approved": 0, "exporting": 1,
-                                     "export_ready": 6, "failed": 0}
+    assert body["open_by_state"] == {"received": 1, "acknowledged": 0, "verified": 0, "approved": 0,
+                                     "exporting": 1, "export_ready": 6, "access_reduced": 0, "failed": 0}
     assert body["overdue"] == 2
     # nearest rank: the median of ten is the 5th (50 h), the 90th percentile the 9th (90 h)
     assert body["to_export"] == {"count": 10, "median_seconds": 50 * HOUR, "p90_seconds": 90 * HOUR}

@@ -19,6 +19,8 @@ URL = "/api/v1/requests"
 Headers = Callable[[str], dict[str, str]]
 _refs = itertools.count()
 ALL_FORMATS = ["csv", "json", "parquet", "pdf"]
+TEXT_FIELD = {"verify": "note", "close": "final_invoice_ref"}  # the step's one text, else "reason"
+DEFAULT_TEXT = {"verify": "intended: the price", "close": "INV-2026-0042"}
 
 
 def new_tenant(client: FlaskClient, headers: dict[str, str], region: str = "DE") -> int:
@@ -64,7 +66,9 @@ def act(client: FlaskClient, headers: dict[str, str], request_id: int, action: s
         if started.status_code != 202:
             return started
         return client.get(f"{URL}/{request_id}", headers=headers)
-    body = {"reason": reason} if reason is not None else {}
+    field = TEXT_FIELD.get(action, "reason")
+    text = reason if reason is not None else DEFAULT_TEXT.get(action)
+    body = {field: text} if text is not None else {}
     return client.post(f"{URL}/{request_id}/{action}", json=body, headers=headers)
 
 
@@ -283,7 +287,8 @@ def test_happy_path_through_every_endpoint(client: FlaskClient, as_role: Headers
     created = open_request(client, headers)
     request_id, tenant_id = created["id"], created["tenant_id"]
     steps = [
-        ("acknowledge", "acknowledged", "acknowledged_at", ["approve", "withdraw"]),
+        ("acknowledge", "acknowledged", "acknowledged_at", ["verify", "withdraw"]),
+        ("verify", "verified", "verified_at", ["approve", "withdraw"]),
         ("approve", "approved", "approved_at", ["start_export", "withdraw"]),
         ("start-export", "exporting", "export_started_at", ["fail"]),
     ]
@@ -302,19 +307,30 @@ def test_happy_path_through_every_endpoint(client: FlaskClient, as_role: Headers
     move_to_export_ready(request_id)
     ready = client.get(f"{URL}/{request_id}", headers=headers).get_json()
     assert ready["status"] == "export_ready"
-    assert ready["allowed_actions"] == ["close"]
+    assert ready["allowed_actions"] == ["reduce_access"]
+    reduced = act(client, headers, request_id, "reduce-access")
+    assert reduced.status_code == 200
+    assert reduced.get_json()["status"] == "access_reduced"
+    assert reduced.get_json()["allowed_actions"] == ["close"]
 
     closed_at = clock.advance(timedelta(days=1))
     response = act(client, headers, request_id, "close")
     assert response.status_code == 200
     assert response.get_json()["status"] == "closed"
-    assert response.get_json()["allowed_actions"] == []
+    assert response.get_json()["allowed_actions"] == ["collect_feedback"]
     assert response.get_json()["closed_at"] == closed_at.isoformat()
+    assert response.get_json()["final_invoice_ref"] == "INV-2026-0042"
     db.session.expire_all()
     assert db.session.get(Tenant, tenant_id).closed_at == closed_at
     tenant = client.get(f"/api/v1/tenants/{tenant_id}", headers=headers).get_json()
     assert tenant["closed_at"] == closed_at.isoformat()
-    assert [e.data["from"] for e in audit_events(request_id, "request.closed")] == ["export_ready"]
+    assert [e.data["from"] for e in audit_events(request_id, "request.closed")] == ["access_reduced"]
+
+    collected = act(client, headers, request_id, "collect-feedback")
+    assert collected.status_code == 200
+    assert collected.get_json()["status"] == "feedback_collected"
+    assert collected.get_json()["allowed_actions"] == []
+    assert [e.data["from"] for e in audit_events(request_id, "request.feedback_collected")] == ["closed"]
 
 
 def test_withdraw_with_reason(client: FlaskClient, as_role: Headers) -> None:
@@ -345,7 +361,7 @@ def test_withdraw_without_reason_is_422(client: FlaskClient, as_role: Headers,
 
 def _exporting(client: FlaskClient, headers: dict[str, str]) -> dict[str, Any]:
     created = open_request(client, headers)
-    for action in ("acknowledge", "approve", "start-export"):
+    for action in ("acknowledge", "verify", "approve", "start-export"):
         assert act(client, headers, created["id"], action).status_code == 200
     return created
 
@@ -377,8 +393,13 @@ def test_fail_is_admin_only_and_needs_a_reason(client: FlaskClient, as_role: Hea
     ([], "approve", "received"),
     ([], "start-export", "received"),
     ([], "close", "received"),
+    ([], "verify", "received"),
     (["acknowledge"], "acknowledge", "acknowledged"),
-    (["acknowledge", "approve", "start-export"], "withdraw", "exporting"),
+    (["acknowledge"], "approve", "acknowledged"),
+    (["acknowledge", "verify"], "reduce-access", "verified"),
+    (["acknowledge", "verify"], "collect-feedback", "verified"),
+    (["acknowledge", "verify", "approve", "start-export"], "withdraw", "exporting"),
+    (["acknowledge", "verify", "approve", "start-export"], "close", "exporting"),
     (["withdraw"], "acknowledge", "withdrawn"),
     (["withdraw"], "withdraw", "withdrawn"),
 ])

@@ -1,7 +1,7 @@
 """The customer's side of delivery, in process: ``/d/<token>`` and ``/d/<token>/bundle.zip``.
 
 Every test starts from a ready export of a demo source (a tenant, a small demo
-SourceConfig, a request acknowledged and approved, POST /exports, the jobs run),
+SourceConfig, a request acknowledged, verified and approved, POST /exports, the jobs run),
 then issues links through the API and plays the customer with the test client.
 Every download call goes through ``attempt``, which also checks that it wrote
 exactly one ``download.*`` audit event.
@@ -86,8 +86,9 @@ def approved_demo_request(client: FlaskClient, headers: dict[str, str], state_di
         "churn_reason": "price", "owner": OWNER})
     assert request.status_code == 201, request.get_json()
     request_id = request.get_json()["id"]
-    for action in ("acknowledge", "approve"):
-        assert client.post(f"/api/v1/requests/{request_id}/{action}", headers=headers).status_code == 200
+    for action, body in (("acknowledge", {}), ("verify", {"note": "intended"}), ("approve", {})):
+        assert client.post(f"/api/v1/requests/{request_id}/{action}", headers=headers,
+                           json=body).status_code == 200
     return tenant_id, request_id
 
 
@@ -642,7 +643,8 @@ def test_reissue_revokes_the_old_link_and_sends_a_working_new_one(client, ready)
     page = attempt(client, new.page)
     assert page.status_code == 200 and "3 of 3" in text(page)
     assert hashlib.sha256(attempt(client, new.bundle).get_data()).hexdigest() == ready.sha256
-    messages = db.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
+    messages = db.session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "export_ready")
+                                  .order_by(OutboxMessage.id)).all()
     assert [m.meta["link_id"] for m in messages] == [old.id, new.id]
     assert new.url in messages[-1].body and old.url not in messages[-1].body
     actions = db.session.scalars(select(AuditEvent.action).where(

@@ -166,16 +166,17 @@ def test_the_download_link_in_the_mail_opens_the_customers_page(
     request_id = client.post("/api/v1/requests", headers=headers, json={
         "tenant_id": tenant["id"], "requested_by": "cfo@kestrel.example", "channel": "email",
         "churn_reason": "price"}).get_json()["id"]
-    for action in ("acknowledge", "approve"):
-        client.post(f"/api/v1/requests/{request_id}/{action}", headers=headers)
+    for action, body in (("acknowledge", {}), ("verify", {"note": "intended"}), ("approve", {})):
+        client.post(f"/api/v1/requests/{request_id}/{action}", headers=headers, json=body)
     export = client.post(f"/api/v1/requests/{request_id}/exports", json={}, headers=headers).get_json()
     work()
     issued = client.post(f"/api/v1/exports/{export['id']}/links", headers=headers,
                          json={"recipient": CUSTOMER, "max_downloads": 2}).get_json()
 
-    assert notify.deliver_pending() == 1
+    assert notify.deliver_pending() == 3  # the acknowledgement, the plan (on verification), the link
 
-    [(_sender, recipients, message)] = mailbox.received
+    [(_sender, recipients, message)] = [mail for mail in mailbox.received
+                                        if "export is ready" in str(mail[2]["Subject"])]
     text, html = parts(message)
     [url] = [line for line in text.splitlines() if "/d/" in line]
     assert recipients == [CUSTOMER] and url == issued["url"] and f'href="{url}"' in html

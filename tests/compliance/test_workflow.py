@@ -19,40 +19,52 @@ _refs = itertools.count()
 # Written out by hand, not read from workflow.TRANSITIONS, so a change there fails here.
 ALLOWED = {
     ("acknowledge", "received"): "acknowledged",
-    ("approve", "acknowledged"): "approved",
+    ("verify", "acknowledged"): "verified",
+    ("approve", "verified"): "approved",
     ("start_export", "approved"): "exporting",
     ("start_export", "failed"): "exporting",
     ("mark_ready", "exporting"): "export_ready",
     ("fail", "exporting"): "failed",
-    ("close", "export_ready"): "closed",
+    ("reduce_access", "export_ready"): "access_reduced",
+    ("close", "access_reduced"): "closed",
+    ("collect_feedback", "closed"): "feedback_collected",
     ("withdraw", "received"): "withdrawn",
     ("withdraw", "acknowledged"): "withdrawn",
+    ("withdraw", "verified"): "withdrawn",
     ("withdraw", "approved"): "withdrawn",
     ("withdraw", "failed"): "withdrawn",
 }
 STAMPS = {
     "acknowledge": "acknowledged_at",
+    "verify": "verified_at",
     "approve": "approved_at",
     "start_export": "export_started_at",
     "mark_ready": "export_ready_at",
     "fail": "failed_at",
+    "reduce_access": "access_reduced_at",
     "close": "closed_at",
+    "collect_feedback": "feedback_collected_at",
     "withdraw": "withdrawn_at",
 }
 ACTIONS = tuple(STAMPS)
-STATES = ("received", "acknowledged", "approved", "exporting", "export_ready", "closed",
-          "withdrawn", "failed")
+STATES = ("received", "acknowledged", "verified", "approved", "exporting", "export_ready", "access_reduced",
+          "closed", "feedback_collected", "withdrawn", "failed")
+TO_READY = ["acknowledge", "verify", "approve", "start_export", "mark_ready"]
 PATHS = {
     "received": [],
     "acknowledged": ["acknowledge"],
-    "approved": ["acknowledge", "approve"],
-    "exporting": ["acknowledge", "approve", "start_export"],
-    "export_ready": ["acknowledge", "approve", "start_export", "mark_ready"],
-    "closed": ["acknowledge", "approve", "start_export", "mark_ready", "close"],
-    "failed": ["acknowledge", "approve", "start_export", "fail"],
+    "verified": ["acknowledge", "verify"],
+    "approved": ["acknowledge", "verify", "approve"],
+    "exporting": ["acknowledge", "verify", "approve", "start_export"],
+    "export_ready": TO_READY,
+    "access_reduced": [*TO_READY, "reduce_access"],
+    "closed": [*TO_READY, "reduce_access", "close"],
+    "feedback_collected": [*TO_READY, "reduce_access", "close", "collect_feedback"],
+    "failed": ["acknowledge", "verify", "approve", "start_export", "fail"],
     "withdrawn": ["withdraw"],
 }
-NEEDS_REASON = ("fail", "withdraw")
+NEEDS_REASON = ("fail", "withdraw", "verify")
+INVOICE = "INV-2026-0042"
 ILLEGAL = sorted((action, state) for action in ACTIONS for state in STATES
                  if (action, state) not in ALLOWED)
 
@@ -78,9 +90,14 @@ def reason_for(action: str) -> str | None:
     return f"reason for {action}" if action in NEEDS_REASON else None
 
 
+def step(request_id: int, action: str, actor: str = ACTOR) -> OffboardingRequest:
+    return workflow.apply(request_id, action, actor=actor, reason=reason_for(action),
+                          invoice_ref=INVOICE if action == "close" else None)
+
+
 def drive(request: OffboardingRequest, state: str) -> OffboardingRequest:
     for action in PATHS[state]:
-        request = workflow.apply(request.id, action, actor=ACTOR, reason=reason_for(action))
+        request = step(request.id, action)
     assert request.status == state
     return request
 
@@ -94,7 +111,9 @@ def reloaded(request_id: int) -> OffboardingRequest:
 
 
 def events(request_id: int, action: str | None = None) -> list[AuditEvent]:
-    query = select(AuditEvent).where(AuditEvent.request_id == request_id)
+    """The request's own events (``request.*``), not the messages it queued."""
+    query = select(AuditEvent).where(AuditEvent.request_id == request_id,
+                                     AuditEvent.action.startswith("request."))
     if action is not None:
         query = query.where(AuditEvent.action == action)
     return list(db.session.scalars(query.order_by(AuditEvent.id)))
@@ -133,7 +152,7 @@ def test_allowed_transition_stamps_time_and_audits(session: None, clock: Any, ac
     clock.advance(timedelta(minutes=7))
     now = clock.now()
 
-    returned = workflow.apply(request.id, action, actor="apikey:42", reason=reason_for(action))
+    returned = step(request.id, action, actor="apikey:42")
 
     target = ALLOWED[(action, source)]
     assert returned.status == target
@@ -150,7 +169,8 @@ def test_allowed_transition_stamps_time_and_audits(session: None, clock: Any, ac
     assert event.actor == "apikey:42"
     assert event.tenant_id == request.tenant_id
     assert event.occurred_at == now
-    assert event.data == {"from": source, "to": target, "reason": reason_for(action)}
+    extra = {"final_invoice_ref": INVOICE} if action == "close" else {}
+    assert event.data == {"from": source, "to": target, "reason": reason_for(action), **extra}
 
 
 @pytest.mark.parametrize(("action", "state"), ILLEGAL)
@@ -160,7 +180,7 @@ def test_illegal_transition_names_the_current_state(session: None, clock: Any, a
     audited_before = len(events(request.id))
 
     with pytest.raises(IllegalTransition) as raised:
-        workflow.apply(request.id, action, actor=ACTOR, reason="because")
+        workflow.apply(request.id, action, actor=ACTOR, reason="because", invoice_ref=INVOICE)
 
     assert raised.value.current == state
     assert f"state '{state}'" in str(raised.value)
@@ -170,9 +190,10 @@ def test_illegal_transition_names_the_current_state(session: None, clock: Any, a
     assert len(events(request.id)) == audited_before
 
 
-@pytest.mark.parametrize(("action", "state"), [("withdraw", "received"), ("fail", "exporting")])
+@pytest.mark.parametrize(("action", "state"), [("withdraw", "received"), ("fail", "exporting"),
+                                               ("verify", "acknowledged")])
 @pytest.mark.parametrize("reason", [None, ""])
-def test_withdraw_and_fail_need_a_reason(session: None, clock: Any, action: str, state: str,
+def test_withdraw_fail_and_verify_need_a_reason(session: None, clock: Any, action: str, state: str,
                                          reason: str | None) -> None:
     request = drive(open_for(make_tenant()), state)
     audited_before = len(events(request.id))
@@ -201,12 +222,20 @@ def test_unknown_request_id(session: None, clock: Any) -> None:
 
 def test_close_sets_the_tenant_closed_at(session: None, clock: Any) -> None:
     tenant = make_tenant()
-    request = drive(open_for(tenant), "export_ready")
+    request = drive(open_for(tenant), "access_reduced")
     assert db.session.get(Tenant, tenant.id).closed_at is None
     closed_at = clock.advance(timedelta(days=2))
-    workflow.apply(request.id, "close", actor=ACTOR)
-    reloaded(request.id)
+    workflow.apply(request.id, "close", actor=ACTOR, invoice_ref=INVOICE)
+    request = reloaded(request.id)
     assert db.session.get(Tenant, tenant.id).closed_at == closed_at
+    assert request.final_invoice_ref == INVOICE
+
+
+def test_close_needs_the_final_invoice_reference(session: None, clock: Any) -> None:
+    request = drive(open_for(make_tenant()), "access_reduced")
+    with pytest.raises(ValueError, match="final invoice reference"):
+        workflow.apply(request.id, "close", actor=ACTOR)
+    assert reloaded(request.id).status == "access_reduced"
 
 
 def test_withdraw_does_not_close_the_tenant(session: None, clock: Any) -> None:
@@ -225,8 +254,8 @@ def _count_requests(tenant_id: int) -> int:
                              .where(OffboardingRequest.tenant_id == tenant_id))
 
 
-@pytest.mark.parametrize("state", ["received", "acknowledged", "approved", "exporting",
-                                   "export_ready", "failed"])
+@pytest.mark.parametrize("state", ["received", "acknowledged", "verified", "approved", "exporting",
+                                   "export_ready", "access_reduced", "failed"])
 def test_one_open_request_per_tenant(session: None, clock: Any, state: str) -> None:
     tenant = make_tenant()
     first = drive(open_for(tenant), state)
@@ -235,7 +264,7 @@ def test_one_open_request_per_tenant(session: None, clock: Any, state: str) -> N
     assert _count_requests(tenant.id) == 1
 
 
-@pytest.mark.parametrize("state", ["withdrawn", "closed"])
+@pytest.mark.parametrize("state", ["withdrawn", "closed", "feedback_collected"])
 def test_new_request_allowed_after_a_final_state(session: None, clock: Any, state: str) -> None:
     tenant = make_tenant()
     first = drive(open_for(tenant), state)

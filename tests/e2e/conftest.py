@@ -125,13 +125,13 @@ class Service:
         return self._key
 
     def ready_export(self) -> dict[str, Any]:
-        """An offboarding request of the demo tenant, approved and exported: the export."""
+        """An offboarding request of the demo tenant, verified, approved and exported: the export."""
         status, request = self.api("POST", "/requests", {
             "tenant_id": DEMO_TENANT_ID, "requested_by": "cfo@demo-customer.example", "channel": "email",
             "churn_reason": "price"})
         assert status == 201, request
-        for action in ("acknowledge", "approve"):
-            status, answer = self.api("POST", f"/requests/{request['id']}/{action}")
+        for action, body in (("acknowledge", None), ("verify", {"note": "intended"}), ("approve", None)):
+            status, answer = self.api("POST", f"/requests/{request['id']}/{action}", body)
             assert status == 200, answer
         status, export = self.api("POST", f"/requests/{request['id']}/exports", {})
         assert status == 202, export

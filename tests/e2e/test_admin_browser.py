@@ -135,7 +135,9 @@ def test_a_csm_runs_an_offboarding_and_the_customer_downloads(service: Any, peop
     assert re.search(r"/admin/requests/\d+$", page.url), page.url
     request_path = page.url.removeprefix(service.base)
 
-    for button in ("Acknowledge", "Approve", "Start the export"):
+    for button in ("Acknowledge", "Verify", "Approve", "Start the export"):
+        if button == "Verify":
+            page.get_by_label("Verification note").fill("Confirmed on the phone: the price, no save wanted")
         page.get_by_role("button", name=button, exact=True).click()
         assert page.url.endswith(request_path) or request_path in page.url
     # The bars fill while the page stays put: a marker set now survives only without a reload.

@@ -35,8 +35,8 @@ with db.transaction():
                                 config={{"rows": {ROWS}, "seed": 1, "state_dir": state_dir}}))
     request = workflow.open_request(tenant, actor="test", requested_by="x", channel="email",
                                     churn_reason="price", formats=["csv", "parquet", "pdf"])
-    for action in ("acknowledge", "approve"):
-        workflow.apply(request.id, action, actor="test")
+    for action in ("acknowledge", "verify", "approve"):
+        workflow.apply(request.id, action, actor="test", reason="intended" if action == "verify" else None)
     export = jobs.create_export(request.id, request.formats, actor="test")
 jobs.enqueue_start(export.id)
 print(export.id)

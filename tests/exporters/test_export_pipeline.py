@@ -98,8 +98,9 @@ def approved_request(client, headers, systems) -> int:  # type: ignore[no-untype
     request = client.post("/api/v1/requests", json={"tenant_id": tenant["id"], "requested_by": "cfo@acme",
                                                     "channel": "email", "churn_reason": "price"},
                           headers=headers).get_json()
-    for action in ("acknowledge", "approve"):
-        assert client.post(f"/api/v1/requests/{request['id']}/{action}", headers=headers).status_code == 200
+    for action, body in (("acknowledge", {}), ("verify", {"note": "intended"}), ("approve", {})):
+        assert client.post(f"/api/v1/requests/{request['id']}/{action}", headers=headers,
+                           json=body).status_code == 200
     return request["id"]
 
 

@@ -59,8 +59,9 @@ def test_export_close_keep_90_days_then_purge_and_certify(client: Any, as_role: 
     request = client.post("/api/v1/requests", headers=csm, json={
         "tenant_id": tenant["id"], "requested_by": "cfo@acme", "channel": "email",
         "churn_reason": "price"}).get_json()
-    for action in ("acknowledge", "approve"):
-        assert client.post(f"/api/v1/requests/{request['id']}/{action}", headers=csm).status_code == 200
+    for action, body in (("acknowledge", {}), ("verify", {"note": "intended"}), ("approve", {})):
+        assert client.post(f"/api/v1/requests/{request['id']}/{action}", headers=csm,
+                           json=body).status_code == 200
     export = client.post(f"/api/v1/requests/{request['id']}/exports", json={}, headers=csm).get_json()
     work()
     assert client.get(f"/api/v1/exports/{export['id']}", headers=csm).get_json()["status"] == "ready"
@@ -68,7 +69,10 @@ def test_export_close_keep_90_days_then_purge_and_certify(client: Any, as_role: 
                        json={"recipient": "it@acme.example"}).get_json()
     page = "/d/" + link["url"].rsplit("/d/", 1)[1]
     assert client.get(page).status_code == 200
-    closed = client.post(f"/api/v1/requests/{request['id']}/close", headers=csm, json={})
+    reduced = client.post(f"/api/v1/requests/{request['id']}/reduce-access", headers=csm, json={})
+    assert reduced.status_code == 200, reduced.get_json()
+    closed = client.post(f"/api/v1/requests/{request['id']}/close", headers=csm,
+                         json={"final_invoice_ref": "INV-2026-0001"})
     assert closed.status_code == 200, closed.get_json()
 
     # 90 days to the second after closure: not yet; then the run purges exactly the tenant.
