@@ -424,3 +424,47 @@ def test_failed_parts_are_retried_from_the_page(staff, work, demo_tenant, monkey
     work()
     progress = user.get(f"{base}/progress").get_json()
     assert progress["export"]["status"] == "ready" and progress["request_status"] == "export_ready"
+
+
+def test_the_save_attempt_form_shows_the_rule_and_an_accepted_offer_withdraws(staff) -> None:  # type: ignore[no-untyped-def]
+    offboarding = new_request(new_tenant("Keep Us AG", "DE", value_tier="strategic"))
+    move(offboarding, "acknowledge", "verify")
+    user = staff("csm")
+    base = f"/admin/requests/{offboarding.id}"
+    html = user.get(base).get_data(as_text=True)
+    assert "Attempt advised" in html
+    assert "A strategic account leaving for a reason an offer can address" in html
+    assert "0 of 2 recorded (strategic account)" in html
+    refused = user.post(f"{base}/save-attempts", {"offered": "yes", "outcome": "declined"})
+    assert refused.status_code == 400
+    assert error_beside(refused.get_data(as_text=True), "offer") == "Required when a save was offered."
+    assert user.post(f"{base}/save-attempts", {"offered": "yes", "offer": "A year at 20% off",
+                                               "outcome": "declined"}).status_code == 302
+    assert "1 of 2 recorded" in user.get(base).get_data(as_text=True)
+    assert user.post(f"{base}/save-attempts", {"offered": "yes", "offer": "Two years at 30% off",
+                                               "outcome": "accepted"}).status_code == 302
+    assert status_of(offboarding.id) == "withdrawn"
+    page = user.get(base).get_data(as_text=True)
+    assert "the customer accepted: the request is withdrawn" in page and "saved: Two years at 30% off" in page
+    assert len(events(offboarding.id, "request.save_attempted")) == 2
+    kinds = db.session.scalars(select(OutboxMessage.kind)
+                               .where(OutboxMessage.request_id == offboarding.id)).all()
+    assert kinds.count("save_invitation") == 2
+
+
+def test_an_enterprise_request_needs_a_second_person_to_approve(staff) -> None:  # type: ignore[no-untyped-def]
+    offboarding = new_request(new_tenant("Big Co", "DE", value_tier="enterprise"))
+    move(offboarding, "acknowledge")
+    verifier = staff("csm", email="verifier@example.com")
+    base = f"/admin/requests/{offboarding.id}"
+    verifier.get(base)
+    assert verifier.post(f"{base}/verify", {"verify_note": "Called back: intended"}).status_code == 302
+    verifier.get(base)
+    refused = verifier.post(f"{base}/approve")
+    assert refused.status_code == 409 and "someone other than its verifier" in refused.get_data(as_text=True)
+    other = staff("csm", email="approver@example.com")
+    other.get(base)
+    assert other.post(f"{base}/approve").status_code == 302
+    assert status_of(offboarding.id) == "approved"
+    db.session.expire_all()
+    assert db.session.get(OffboardingRequest, offboarding.id).approved_by == f"user:{other.user.id}"
