@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from compliance import admin, api, auth, config, db, download, observability, queues
+from compliance import admin, api, auth, config, db, download, observability, queues, survey
 from compliance.config import Settings
 from exporters.sources import registry
 
@@ -33,5 +33,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.init_app(app)
     api.init_app(app)
     download.init_app(app, settings)
+    survey.init_app(app)
     admin.init_app(app)
     return app

@@ -1,5 +1,6 @@
 """The dashboard's figures: requests by state, how long delivery and closure take, the 72-hour
-export promise, overdue requests, upcoming purges and churn reasons by month.
+export promise, overdue requests, upcoming purges, churn reasons by month, and the exit survey's
+answers with the win-back reminders due.
 
 Everything is counted by the database (SQL aggregates, the same on SQLite and PostgreSQL);
 a percentile reads the one row at its rank, never the whole column. Durations are whole
@@ -18,8 +19,9 @@ from sqlalchemy import Integer, String, and_, case, func, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from compliance import clock, db, workflow
-from compliance.models import LegalHold, OffboardingRequest, Tenant
+from compliance import clock, db, winback, workflow
+from compliance.models import ExitFeedback, LegalHold, OffboardingRequest, Tenant, WinbackReminder
+from compliance.models.feedback import SURVEY_REASONS, WOULD_RETURN
 from compliance.models.requests import CHURN_REASONS
 from retention import policy
 
@@ -112,6 +114,44 @@ class Churn:
 
 
 @dataclass(frozen=True)
+class Reason:
+    """Survey answers naming a reason, and the yearly value of those accounts (whole currency
+    units; accounts without an ``annual_value`` count as 0)."""
+
+    count: int
+    revenue: int
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The exit survey's answers submitted in the window; each figure over those who answered it."""
+
+    answered: int
+    reasons: dict[str, Reason]  # every survey reason, in the survey's order
+    ratings: list[int]  # how many rated 1, 2, ... 10
+    would_return: dict[str, int]  # yes, maybe, no
+    recommends: list[int]  # how many answered 0, 1, ... 10
+
+    @property
+    def rating_average(self) -> float | None:
+        total = sum(self.ratings)
+        points = sum(score * count for score, count in enumerate(self.ratings, start=1))
+        return points / total if total else None
+
+    @property
+    def would_return_share(self) -> float | None:
+        """Of those who answered, the share who said yes."""
+        total = sum(self.would_return.values())
+        return self.would_return["yes"] / total if total else None
+
+    @property
+    def recommend_score(self) -> float | None:
+        """Net promoter score: % answering 9-10 minus % answering 0-6, from -100 to 100."""
+        total = sum(self.recommends)
+        return 100 * (sum(self.recommends[9:]) - sum(self.recommends[:7])) / total if total else None
+
+
+@dataclass(frozen=True)
 class Dashboard:
     generated_at: datetime
     since: datetime
@@ -123,6 +163,8 @@ class Dashboard:
     purges: list[Purge]
     purges_total: int
     churn: Churn
+    feedback: Feedback
+    winback_due: list[WinbackReminder]
 
 
 def dashboard() -> Dashboard:
@@ -134,7 +176,7 @@ def dashboard() -> Dashboard:
         generated_at=now, since=since, open_by_state=open_by_state(), overdue=overdue(now),
         to_export=durations(R.export_ready_at, since), to_closure=durations(R.closed_at, since),
         export_promise=export_promise(since, now), purges=purges[:PURGES_SHOWN], purges_total=len(purges),
-        churn=churn_by_month(now))
+        churn=churn_by_month(now), feedback=exit_feedback(since), winback_due=winback.due(now.date()))
 
 
 def window_start(now: datetime) -> datetime:
@@ -229,3 +271,24 @@ def churn_by_month(now: datetime) -> Churn:
 
 def _reason_order(reason: str) -> tuple[int, str]:
     return (CHURN_REASONS.index(reason) if reason in CHURN_REASONS else len(CHURN_REASONS), reason)
+
+
+def exit_feedback(since: datetime) -> Feedback:
+    """The survey answers submitted since ``since``, counted by the database."""
+    in_window = ExitFeedback.submitted_at >= since
+    answered = db.session.scalar(select(func.count()).select_from(ExitFeedback).where(in_window)) or 0
+    by_reason = {reason: (count, revenue) for reason, count, revenue in db.session.execute(
+        select(ExitFeedback.reason, func.count(), func.coalesce(func.sum(ExitFeedback.annual_value), 0))
+        .where(in_window, ExitFeedback.reason.is_not(None)).group_by(ExitFeedback.reason))}
+    reasons = {reason: Reason(*by_reason.get(reason, (0, 0))) for reason in SURVEY_REASONS}
+
+    def counts(column: Any) -> dict[Any, int]:
+        return dict(db.session.execute(select(column, func.count()).where(in_window, column.is_not(None))
+                                       .group_by(column)).all())
+
+    ratings, returns, recommends = (counts(ExitFeedback.rating), counts(ExitFeedback.would_return),
+                                    counts(ExitFeedback.recommend))
+    return Feedback(answered=answered, reasons=reasons,
+                    ratings=[ratings.get(score, 0) for score in range(1, 11)],
+                    would_return={answer: returns.get(answer, 0) for answer in WOULD_RETURN},
+                    recommends=[recommends.get(score, 0) for score in range(11)])

@@ -28,7 +28,7 @@ from sqlalchemy import func, or_, select
 
 import audit
 from audit import certificates
-from compliance import clock, config, db, notify, queues
+from compliance import clock, config, db, feedback, notify, queues
 from compliance.models import (
     DownloadLink,
     Export,
@@ -286,6 +286,7 @@ def _complete(tenant_id: int, request_id: int | None, systems: dict[str, dict[st
         verified = all(entry["status"] == "done" for entry in systems.values())
         if verified:
             tenant.purged_at = clock.now()
+            feedback.anonymise(tenant_id)  # the exit survey keeps only its anonymous answers
         audit.record("purge.completed", actor=ACTOR, tenant_id=tenant_id, request_id=request_id,
                      data={"kind": "primary"})
     result: dict[str, Any] = {"tenant_id": tenant_id, "status": "purged" if verified else "failed",

@@ -48,6 +48,7 @@ def init_app(app: Flask) -> None:
     from compliance.admin import (  # noqa: F401 -- the page modules add their views to bp
         audit_pages,
         dashboard,
+        feedback_pages,
         legal,
         message_pages,
         request_actions,

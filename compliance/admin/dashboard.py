@@ -12,6 +12,7 @@ from compliance.admin import bp, charts
 from compliance.admin.formatting import label
 from compliance.auth import requires
 from compliance.models import ROLES
+from compliance.survey import REASONS as SURVEY_REASONS
 
 
 @bp.route("/")
@@ -28,7 +29,17 @@ def dashboard() -> str:
                                  [(label(state), count) for state, count in figures.open_by_state.items()]),
         churn_chart=charts.stacked_columns("churn", "Churn reasons per month",
                                            "Offboarding requests received per month, by churn reason.",
-                                           months, series))
+                                           months, series),
+        survey_reasons=SURVEY_REASONS,
+        feedback_chart=charts.bars("feedback-reasons", "Exit survey: main reason",
+                                   "Survey answers per main reason.",
+                                   [(SURVEY_REASONS[reason], figure.count)
+                                    for reason, figure in figures.feedback.reasons.items()],
+                                   charts.PALETTE[2]),
+        ratings_chart=charts.bars("feedback-ratings", "Exit survey: overall rating",
+                                  "Answers per rating from 1 to 10.",
+                                  [(str(score), count) for score, count in
+                                   enumerate(figures.feedback.ratings, start=1)], charts.PALETTE[4]))
 
 
 def _month(key: str) -> str:

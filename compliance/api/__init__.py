@@ -17,6 +17,7 @@ from compliance.api import (
     backups,
     certificates,
     exports,
+    feedback,
     keys,
     links,
     reports,
@@ -67,7 +68,7 @@ def init_app(app: Flask) -> None:
     id_schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
     api.register_converter(IdConverter, lambda _converter: id_schema)
     for module in (tenants, sources, requests, exports, links, keys, audit, certificates, retention, backups,
-                   reports):
+                   reports, feedback):
         api.register_blueprint(module.blp)
     assets = Blueprint("api_docs_assets", __name__, static_folder=swagger_ui_bundle.swagger_ui_path,
                        static_url_path="/api/docs/assets")

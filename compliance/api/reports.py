@@ -42,6 +42,35 @@ class ChurnOut(Schema):
                          metadata={"description": "requests per month by churn reason"})
 
 
+class ReasonOut(Schema):
+    count = fields.Integer(metadata={"description": "answers naming this reason"})
+    revenue = fields.Integer(metadata={"description": "sum of those accounts' annual_value, "
+                                                      "whole currency units"})
+
+
+class FeedbackOut(Schema):
+    answered = fields.Integer(metadata={"description": "surveys submitted in the window"})
+    reasons = fields.Dict(keys=fields.String(), values=fields.Nested(ReasonOut),
+                          metadata={"description": "every survey reason, by count and by revenue"})
+    ratings = fields.List(fields.Integer(), metadata={"description": "how many rated 1, 2, ... 10"})
+    rating_average = fields.Float(allow_none=True)
+    would_return = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                               metadata={"description": "answers yes, maybe, no"})
+    would_return_share = fields.Float(allow_none=True, metadata={"description": "yes / answered"})
+    recommends = fields.List(fields.Integer(), metadata={"description": "how many answered 0, 1, ... 10"})
+    recommend_score = fields.Float(allow_none=True,
+                                   metadata={"description": "net promoter score: % 9-10 minus % 0-6"})
+
+
+class WinbackDueOut(Schema):
+    id = fields.Integer()
+    tenant_id = fields.Integer()
+    request_id = fields.Integer()
+    owner = fields.String()
+    due_on = fields.Date()
+    note = fields.String(allow_none=True)
+
+
 class DashboardOut(Schema):
     generated_at = fields.DateTime()
     since = fields.DateTime(metadata={"description": "start of the window the durations cover"})
@@ -54,6 +83,9 @@ class DashboardOut(Schema):
                          metadata={"description": "due within 30 days (or past due), soonest first"})
     purges_total = fields.Integer(metadata={"description": "all due within 30 days (the list shows 50)"})
     churn = fields.Nested(ChurnOut)
+    feedback = fields.Nested(FeedbackOut, metadata={"description": "exit survey answers in the window"})
+    winback_due = fields.List(fields.Nested(WinbackDueOut),
+                              metadata={"description": "win-back reminders due for their owners"})
 
 
 @blp.route("/dashboard", methods=["GET"])
@@ -61,5 +93,6 @@ class DashboardOut(Schema):
 @blp.response(200, DashboardOut)
 def dashboard() -> reports.Dashboard:
     """Open requests by state, time to export and to closure, the 72-hour promise, overdue
-    requests, purges due within 30 days and churn reasons by month over the last 12."""
+    requests, purges due within 30 days, churn reasons by month over the last 12, the exit
+    survey's answers and the win-back reminders due."""
     return reports.dashboard()

@@ -11,6 +11,7 @@ from compliance.models.audit import (
 )
 from compliance.models.auth import ROLES, ApiKey, IdempotencyRecord, StaffSession, User
 from compliance.models.delivery import DownloadLink, OutboxMessage, TenantKey
+from compliance.models.feedback import ExitFeedback, SurveyInvitation, WinbackReminder
 from compliance.models.requests import (
     CHANNELS,
     CHURN_REASONS,
@@ -48,6 +49,7 @@ __all__ = [
     "BackupSnapshot",
     "DeletionCertificate",
     "DownloadLink",
+    "ExitFeedback",
     "Export",
     "ExportTask",
     "IdempotencyRecord",
@@ -60,8 +62,10 @@ __all__ = [
     "SaveAttempt",
     "SourceConfig",
     "StaffSession",
+    "SurveyInvitation",
     "Tenant",
     "TenantKey",
     "User",
+    "WinbackReminder",
     "backup_snapshot_tenants",
 ]

@@ -46,7 +46,8 @@ def test_the_figures_of_known_data(staff: Any, clock: Any) -> None:
     assert "Figures at 02 Mar 2026, 09:00 UTC" in words and "received since Tue 01 Apr 2025" in words
     stats = dict(re.findall(r'<dt class="stat-label">([^<]+)</dt>\s*<dd class="stat">([^<]+)</dd>', page))
     assert stats == {"Open requests": "8", "Overdue": "2", "Exports delivered within 72 h": "64%",
-                     "Purges due within 30 days": "3"}
+                     "Purges due within 30 days": "3", "Surveys answered": "0",  # exit feedback: none yet
+                     "Average rating (1\u201310)": "—", "Would come back": "—", "Recommend score (NPS)": "—"}
     assert "7 of 11" in page
     assert cells(page, "Export delivered") == ["10", "50.0 h", "90.0 h"]
     assert cells(page, "Closure") == ["4", "7.0 d", "20.0 d"]
@@ -68,7 +69,8 @@ def test_charts_are_titled_images_whose_description_says_every_number(staff: Any
     known_data()
     page = staff("legal").get("/admin/").get_data(as_text=True)
     found = svgs(page)
-    assert set(found) == {"Open requests by state", "Churn reasons per month"}
+    assert set(found) == {"Open requests by state", "Churn reasons per month", "Exit survey: main reason",
+                          "Exit survey: overall rating"}
     for svg in found.values():
         assert svg.get("role") == "img"
         labelled = svg.get("aria-labelledby", "").split()
