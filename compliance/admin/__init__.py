@@ -20,6 +20,7 @@ from compliance.auth import Principal
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 SESSION_KEY = "staff_session"
+SIGN_IN_RATE = "20 per minute"  # per address, across accounts: the lockout guards each account
 log = structlog.get_logger("offboard.admin")
 csrf = CSRFProtect()
 # Pages show personal data: never cached, never framed, scripts only from this site.
@@ -62,6 +63,8 @@ def init_app(app: Flask) -> None:
                       PERMANENT_SESSION_LIFETIME=signin.ABSOLUTE_TIMEOUT)
     csrf.init_app(app)
     app.register_blueprint(bp)
+    for limiter in app.extensions.get("limiter", ()):  # the download pages' limiter, on Redis
+        app.view_functions["admin.sign_in"] = limiter.limit(SIGN_IN_RATE, methods=["POST"])(sessions.sign_in)
     auth.session_realm(app, bp.name, authenticate)
     app.jinja_env.globals.update(may=auth.may, **formatting.GLOBALS)
     app.jinja_env.filters.update(formatting.FILTERS)

@@ -157,3 +157,14 @@ def test_the_first_admin_is_made_once_and_never_revived(session: None) -> None:
     db.session.scalar(select(User).where(User.email == email)).disabled_at = clock.now()
     db.session.commit()
     assert seed.bootstrap_admin_user() is None  # disabled on purpose: not made again, no error
+
+
+def test_sign_in_attempts_are_rate_limited_per_address(client: Any) -> None:
+    from compliance.admin import SIGN_IN_RATE
+
+    allowed = int(SIGN_IN_RATE.split()[0])
+    answers = [sign_in(client, f"nobody{n}@example.com", "wrong password!") for n in range(allowed + 1)]
+    # many accounts, none locked: only the limit per address stops it, with a page that says so
+    assert [answer.status_code for answer in answers[:allowed]] == [401] * allowed
+    assert answers[-1].status_code == 429 and "Too many attempts" in answers[-1].get_data(as_text=True)
+    assert client.get("/admin/sign-in").status_code == 200  # reading the page is not limited
