@@ -66,6 +66,12 @@ CATALOGUE: dict[str, Kind] = {
                               "customer", required=False, needs=("survey_url",)),
     "closure": Kind("closure", "{{ customer }}: your account is closed", "customer", required=True,
                     needs=("invoice_ref",), derive=deletion_timeline),  # closed_at: the tenant's
+    # Art. 12(3) GDPR / CCPA: the customer must be told of the extension and why.
+    "deadline_extended": Kind("deadline_extended", "{{ customer }}: we need more time for your request",
+                              "customer", required=True, needs=("previous_deadline", "reason")),
+    "deadline_warning": Kind("deadline_warning",
+                             "Request {{ request_id }} ({{ customer }}): {{ deadline }} due in {{ left }}",
+                             "staff", required=True, needs=("deadline", "due", "left")),
     "purge_completed": Kind("deletion_certificate",
                             "Primary purge of tenant {{ tenant_id }} ({{ customer }}): {{ status }}",
                             "staff", required=True, needs=("status", "systems", "certificate")),

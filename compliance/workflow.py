@@ -380,6 +380,10 @@ def extend_deadline(request_id: int, *, actor: str, reason: str) -> OffboardingR
         data={"from": previous.isoformat(), "to": request.legal_deadline.isoformat(),
               "reason": reason},
     )
+    recipient = customer_address(request)
+    if recipient is not None:
+        notify.send("deadline_extended", {"previous_deadline": previous, "reason": reason},
+                    recipient=recipient, actor=actor, tenant_id=request.tenant_id, request_id=request.id)
     return request
 
 
@@ -415,26 +419,68 @@ def is_overdue(request: OffboardingRequest, now: datetime) -> bool:
 
 
 def flag_missed_deadlines() -> int:
-    """Periodic job: audit each deadline an open request has missed, once; how many were new."""
+    """Periodic job: audit each deadline an open request has missed, and warn the owner of each one
+    due within WARNING_WINDOW, once per deadline; how many flags were new."""
     now = clock.now()
     flagged = 0
     with db.transaction():
         # Row locks make a doubled run (two schedulers during a deploy) skip what the other flags.
-        late = select(OffboardingRequest).where(overdue(now)).with_for_update(
+        due = select(OffboardingRequest).where(or_(overdue(now), near(now))).with_for_update(
             of=OffboardingRequest, skip_locked=True)
-        for request in db.session.scalars(late):
-            already = {
-                event.data.get("deadline")
-                for event in db.session.scalars(
-                    select(AuditEvent).where(AuditEvent.request_id == request.id,
-                                             AuditEvent.action == "request.deadline_missed"))
-            }
-            for deadline in _missed(request, now) - already:
+        for request in db.session.scalars(due):
+            missed = {data.get("deadline") for data in _flagged(request.id, "request.deadline_missed")}
+            for deadline in _missed(request, now) - missed:
                 audit.record("request.deadline_missed", actor=audit.SYSTEM,
                              tenant_id=request.tenant_id, request_id=request.id,
                              data={"deadline": deadline, "status": request.status})
                 flagged += 1
+            # Keyed by the due time too: an extended legal deadline is a new one, warned of again.
+            warned = {(data.get("deadline"), data.get("due"))
+                      for data in _flagged(request.id, "request.deadline_warning")}
+            for deadline, due in _near(request, now).items():
+                if (deadline, due.isoformat()) not in warned:
+                    _warn(request, deadline, due, now)
+                    flagged += 1
     return flagged
+
+
+def near(now: datetime) -> ColumnElement[bool]:
+    """SQL condition: an open request with a deadline not met that falls within WARNING_WINDOW."""
+    r, soon = OffboardingRequest, now + WARNING_WINDOW
+    return and_(
+        r.status.not_in(TERMINAL_STATES),
+        or_(
+            and_(r.acknowledged_at.is_(None), r.acknowledgement_due >= now, r.acknowledgement_due <= soon),
+            and_(r.export_ready_at.is_(None), r.export_due >= now, r.export_due <= soon),
+            and_(r.export_ready_at.is_(None), r.legal_deadline >= now, r.legal_deadline <= soon),
+        ),
+    )
+
+
+def _near(request: OffboardingRequest, now: datetime) -> dict[str, datetime]:
+    soon = now + WARNING_WINDOW
+    unmet = {"acknowledgement": request.acknowledgement_due if request.acknowledged_at is None else None,
+             "export": request.export_due if request.export_ready_at is None else None,
+             "legal": request.legal_deadline if request.export_ready_at is None else None}
+    return {name: due for name, due in unmet.items() if due is not None and now <= due <= soon}
+
+
+def _flagged(request_id: int, action: str) -> list[dict[str, Any]]:
+    return [event.data for event in db.session.scalars(
+        select(AuditEvent).where(AuditEvent.request_id == request_id, AuditEvent.action == action))]
+
+
+def _warn(request: OffboardingRequest, deadline: str, due: datetime, now: datetime) -> None:
+    """Audit the near deadline and tell the request's owner, naming it and the time left."""
+    minutes = int((due - now).total_seconds() // 60)
+    left = f"{minutes // 60} h {minutes % 60:02d} min"
+    audit.record("request.deadline_warning", actor=audit.SYSTEM, tenant_id=request.tenant_id,
+                 request_id=request.id, data={"deadline": deadline, "due": due.isoformat(), "left": left,
+                                              "owner": request.owner, "status": request.status})
+    if request.owner:
+        notify.send("deadline_warning", {"deadline": deadline, "due": due, "left": left},
+                    recipient=request.owner, actor=audit.SYSTEM, tenant_id=request.tenant_id,
+                    request_id=request.id)
 
 
 def _missed(request: OffboardingRequest, now: datetime) -> set[str]:

@@ -124,4 +124,7 @@ def _samples() -> dict[str, Any]:
             "max_downloads": 5, "sha256": "0" * 64, "survey_url": f"{public_url}/survey/SAMPLE-TOKEN",
             "invoice_ref": "INV-SAMPLE", "status": "purged", "snapshots": 1, "keys": 1,
             "systems": {"sample source": {"status": "erased", "error": None}},
-            "certificate": {"id": "SAMPLE-CERTIFICATE", "status": "erased"}}
+            "certificate": {"id": "SAMPLE-CERTIFICATE", "status": "erased"},
+            "deadline": "acknowledgement", "due": clock.now() + timedelta(hours=6), "left": "6 h 00 min",
+            "previous_deadline": workflow.legal_deadline("gdpr", clock.now()),
+            "reason": "SAMPLE REASON: the export of a large account takes longer"}

@@ -19,9 +19,10 @@ BASE = {"public_url": "https://offboard.example", "tenant_id": 3, "request_id": 
 
 def test_only_the_messages_the_law_requires_are_marked_required() -> None:
     required = {kind for kind, entry in messages.CATALOGUE.items() if entry.required}
-    assert required == {"export_ready", "closure", "purge_completed", "backups_purged"}
+    assert required == {"export_ready", "closure", "deadline_extended", "deadline_warning", "purge_completed",
+                        "backups_purged"}
     assert {kind for kind, entry in messages.CATALOGUE.items() if entry.audience == "staff"} == {
-        "purge_completed", "backups_purged"}
+        "deadline_warning", "purge_completed", "backups_purged"}
 
 
 def test_html_is_escaped_and_text_is_not() -> None:

@@ -102,6 +102,10 @@ def contexts(request: OffboardingRequest) -> dict[str, dict[str, Any]]:
                          "max_downloads": 3, "sha256": "5e" * 32},
         "survey_invitation": {"survey_url": "https://offboard.example/survey/xyz"},
         "closure": {"closed_at": request.received_at, "invoice_ref": "INV-2026-0042"},
+        "deadline_extended": {"previous_deadline": request.legal_deadline,
+                              "reason": "the export of ten years of history takes longer"},
+        "deadline_warning": {"deadline": "acknowledgement", "due": request.acknowledgement_due,
+                             "left": "5 h 00 min"},
         "purge_completed": {"status": "purged", "certificate": {"id": CERTIFICATE, "status": "erased"},
                             "systems": {"source crm": {"status": "erased", "error": None}}},
         "backups_purged": {"snapshots": 2, "keys": 1,
@@ -278,10 +282,12 @@ def test_a_customer_who_asked_for_no_contact_gets_only_what_the_law_requires(mai
         "acknowledgement", "plan", "save_invitation", "survey_invitation"]
     assert suppressed[0].data["no_contact_since"] == "2026-03-02T09:00:00+00:00"
 
-    assert notify.deliver_pending() == 4
+    assert notify.deliver_pending() == 6
     arrived = {message["Subject"]: recipients for _sender, recipients, message in mailbox.received}
     assert arrived == {"Your Kestrel Labs data export is ready": [CUSTOMER],
                        "Kestrel Labs: your account is closed": [CUSTOMER],
+                       "Kestrel Labs: we need more time for your request": [CUSTOMER],
+                       f"Request {request.id} (Kestrel Labs): acknowledgement due in 5 h 00 min": [LEGAL],
                        f"Primary purge of tenant {request.tenant_id} (Kestrel Labs): purged": [LEGAL],
                        f"Backups of tenant {request.tenant_id} (Kestrel Labs) purged": [LEGAL]}
     assert {row(message).status for message in queued.values()} == {"sent", "suppressed"}
@@ -303,6 +309,9 @@ def test_every_template_arrives_personalised_in_both_parts(mailbox: Mailbox, kin
         if recipient == CUSTOMER:  # a named contact and the dates that matter to the customer
             assert OWNER[0] in part and OWNER[1] in part
             assert re.search(r"\b\d{1,2} (March|April|May|June) 202[67]\b", part), part
+        elif kind == "deadline_warning":  # the deadline, when it falls, the time left and the request
+            assert "acknowledgement" in part and "3 March 2026, 09:00 UTC" in part and "5 h 00 min" in part
+            assert f"/admin/requests/{request.id}" in part
         else:
             assert CERTIFICATE in part and f"/admin/certificates/{CERTIFICATE}" in part
     assert "<html" not in text and html.lstrip().startswith("<!doctype html>")
