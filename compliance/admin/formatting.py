@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from compliance import clock
+from sqlalchemy import select
+
+from compliance import clock, db
+from compliance.models import ApiKey, User
 
 SOON = timedelta(hours=6)  # a deadline this close turns its badge amber
 
@@ -62,6 +65,18 @@ def number(count: int | float | None) -> str:
 def label(name: str | None) -> str:
     """``switched_to_competitor`` -> ``Switched to competitor``."""
     return (name or "").replace("_", " ").replace("-", " ").capitalize()
+
+
+def actor_names(actors: set[str]) -> dict[str, str]:
+    """How the timeline names who did something: people by name, keys by their name."""
+    ids = {kind: [int(ref) for actor in actors for k, _, ref in [actor.partition(":")] if k == kind
+                  and ref.isdigit()] for kind in ("user", "apikey")}
+    names = {"system": "Offboard (automatic)", "customer": "The customer"}
+    for user in db.session.scalars(select(User).where(User.id.in_(ids["user"]))):
+        names[f"user:{user.id}"] = user.name
+    for key in db.session.scalars(select(ApiKey).where(ApiKey.id.in_(ids["apikey"]))):
+        names[f"apikey:{key.id}"] = f"API key “{key.name}”"
+    return names
 
 
 FILTERS: dict[str, Any] = {"when": when, "day": day, "ago": ago, "size": size, "number": number,

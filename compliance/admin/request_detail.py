@@ -13,12 +13,12 @@ from flask import abort, jsonify, render_template
 from sqlalchemy import select
 
 from compliance import clock, db, saves, workflow
-from compliance.admin import bp
+from compliance.admin import bp, formatting
 from compliance.admin.formatting import label
 from compliance.api.exports import ExportSummaryOut
 from compliance.api.links import download_history
 from compliance.auth import requires
-from compliance.models import ROLES, ApiKey, AuditEvent, DownloadLink, Export, OffboardingRequest, User
+from compliance.models import ROLES, AuditEvent, DownloadLink, Export, OffboardingRequest
 from exporters import links
 
 FINISHED = ("ready", "failed")  # an export in one of these states changes no more on its own
@@ -134,7 +134,7 @@ def _links(request_id: int) -> list[dict[str, Any]]:
 def _timeline(request_id: int) -> list[dict[str, Any]]:
     events = list(db.session.scalars(select(AuditEvent).where(AuditEvent.request_id == request_id)
                                      .order_by(AuditEvent.occurred_at, AuditEvent.id)))
-    names = _actor_names({event.actor for event in events})
+    names = formatting.actor_names({event.actor for event in events})
     return [{"at": event.occurred_at, "code": event.action,
              "action": ACTIONS.get(event.action) or label(event.action.replace(".", " ")),
              "actor": names.get(event.actor, event.actor),
@@ -142,13 +142,3 @@ def _timeline(request_id: int) -> list[dict[str, Any]]:
             for event in events]
 
 
-def _actor_names(actors: set[str]) -> dict[str, str]:
-    """How the timeline names who did something: people by name, keys by their name."""
-    ids = {kind: [int(ref) for actor in actors for k, _, ref in [actor.partition(":")] if k == kind
-                  and ref.isdigit()] for kind in ("user", "apikey")}
-    names = {"system": "Offboard (automatic)", "customer": "The customer"}
-    for user in db.session.scalars(select(User).where(User.id.in_(ids["user"]))):
-        names[f"user:{user.id}"] = user.name
-    for key in db.session.scalars(select(ApiKey).where(ApiKey.id.in_(ids["apikey"]))):
-        names[f"apikey:{key.id}"] = f"API key “{key.name}”"
-    return names

@@ -15,7 +15,7 @@ from werkzeug.exceptions import NotFound
 
 from audit.certificate_pdf import KIND_TITLES
 from compliance import db
-from compliance.admin import bp, forms, request_detail
+from compliance.admin import bp, formatting, forms
 from compliance.api import certificates as certificate_api
 from compliance.api import retention as retention_api
 from compliance.api import sources as source_api
@@ -91,7 +91,7 @@ def render_tenant(tenant: Tenant, posted: Posted | None = None, status: int = 20
 
 def people(actors: Iterable[str | None]) -> dict[str, str]:
     """Actor -> how the pages name them (people and API keys by name), as the request timeline does."""
-    return request_detail._actor_names({actor for actor in actors if actor})
+    return formatting.actor_names({actor for actor in actors if actor})
 
 
 @bp.route("/tenants/<id:tenant_id>/sources/<id:source_id>/check", methods=["POST"])
