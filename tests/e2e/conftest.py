@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, Page, sync_playwright
 from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -27,6 +28,7 @@ from sqlalchemy.engine import make_url
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; a test never downloads a browser
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+SERIOUS = ("serious", "critical")
 KEY_LINE = re.compile(r"^\s+(ob_[0-9a-f]{12}_[A-Za-z0-9_-]{43})\s*$")
 DEMO_TENANT_ID = 1
 
@@ -195,3 +197,25 @@ def browser() -> Iterator[Browser]:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="session")
+def shots() -> Path:
+    """Where the browser tests leave a screenshot of every page they check, by backend."""
+    backend = "postgresql" if os.environ.get("TEST_DATABASE_URL") else "sqlite"
+    root = Path(os.environ.get("OFFBOARD_TEST_OUTPUT", Path(__file__).parents[2] / "test-output"))
+    folder = root / "screenshots" / backend
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def check_page(page: Page, shots: Path, name: str) -> None:
+    """Check a page as a person and an accessibility checker would: one h1, no serious or
+    critical axe-core finding, no sideways scrolling; then keep its screenshot."""
+    assert page.locator("h1").count() == 1, name
+    violations = [v for v in Axe().run(page).response["violations"] if v["impact"] in SERIOUS]
+    assert not violations, (name, [(v["id"], v["help"], [n["target"] for n in v["nodes"]][:3])
+                                   for v in violations])
+    width = page.viewport_size["width"] if page.viewport_size else 0
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{name} scrolls sideways"
+    page.screenshot(path=str(shots / f"{name}-{width}.png"), full_page=True)

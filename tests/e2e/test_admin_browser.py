@@ -12,7 +12,6 @@ under ``test-output/screenshots/<backend>/`` (``OFFBOARD_TEST_OUTPUT`` moves it)
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 import sys
@@ -22,27 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, BrowserContext, Page
 from sqlalchemy import create_engine, text
 
-from tests.e2e.conftest import DEMO_TENANT_ID
+from tests.e2e.conftest import DEMO_TENANT_ID, check_page
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "correct horse battery staple"
 PHONE = {"width": 375, "height": 812}
 DESKTOP = {"width": 1280, "height": 900}
-SERIOUS = ("serious", "critical")
 CHECKS_ONLY = {"/admin/audit/verify", "/admin/certificates/verify"}  # forms that verify and change nothing
-
-
-@pytest.fixture(scope="module")
-def shots() -> Path:
-    backend = "postgresql" if os.environ.get("TEST_DATABASE_URL") else "sqlite"
-    root = Path(os.environ.get("OFFBOARD_TEST_OUTPUT", Path(__file__).parents[2] / "test-output"))
-    folder = root / "screenshots" / backend
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 class Person:
@@ -73,14 +61,7 @@ class Person:
         return self.page
 
     def check(self, name: str) -> None:
-        page = self.page
-        assert page.locator("h1").count() == 1, name
-        violations = [v for v in Axe().run(page).response["violations"] if v["impact"] in SERIOUS]
-        assert not violations, (name, [(v["id"], v["help"], [n["target"] for n in v["nodes"]][:3])
-                                       for v in violations])
-        width = page.viewport_size["width"] if page.viewport_size else 0
-        assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{name} scrolls sideways"
-        page.screenshot(path=str(self.shots / f"{name}-{width}.png"), full_page=True)
+        check_page(self.page, self.shots, name)
 
     def close(self) -> None:
         assert not self.problems, self.problems
