@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 from datetime import UTC, datetime, timedelta
 
 _frozen: datetime | None = None
@@ -31,3 +32,11 @@ def advance(by: timedelta) -> datetime:
 def unfreeze() -> None:
     global _frozen
     _frozen = None
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """Calendar months, clamped to the month's last day (31 Jan + 1 month = 28/29 Feb): how the
+    law's and the retention policy's month periods are counted."""
+    month_index = moment.month - 1 + months
+    year, month = moment.year + month_index // 12, month_index % 12 + 1
+    return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))

@@ -9,7 +9,6 @@ with: the customer, the account, the request's dates and a named contact.
 
 from __future__ import annotations
 
-import calendar
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
 
-from compliance import config, db
+from compliance import clock, config, db
 from compliance.models import OffboardingRequest, Tenant, User
 
 
@@ -50,7 +49,7 @@ def deletion_timeline(context: dict[str, Any]) -> dict[str, Any]:
     closed: datetime = context["closed_at"]
     settings = config.current()
     return {"deletion_on": closed + timedelta(days=settings.retention_days),
-            "backups_by": _add_months(closed, settings.backup_retention_months)}
+            "backups_by": clock.add_months(closed, settings.backup_retention_months)}
 
 
 CATALOGUE: dict[str, Kind] = {
@@ -145,10 +144,3 @@ def _environment() -> Environment:
                       keep_trailing_newline=True)
     env.filters.update(day=day, when=when)
     return env
-
-
-def _add_months(moment: datetime, months: int) -> datetime:
-    """Calendar months, clamped to the month's last day, as retention.policy counts them."""
-    index = moment.month - 1 + months
-    year, month = moment.year + index // 12, index % 12 + 1
-    return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))

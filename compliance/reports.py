@@ -181,7 +181,7 @@ def dashboard() -> Dashboard:
 
 def window_start(now: datetime) -> datetime:
     """The first instant of the calendar month ``MONTHS - 1`` months before ``now``'s."""
-    return policy.add_months(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), 1 - MONTHS)
+    return clock.add_months(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), 1 - MONTHS)
 
 
 def open_by_state() -> dict[str, int]:
@@ -256,7 +256,7 @@ def upcoming_purges(now: datetime, horizon: timedelta = PURGE_HORIZON) -> list[P
 def churn_by_month(now: datetime) -> Churn:
     """Requests received per calendar month of the window, by churn reason."""
     since = window_start(now)
-    months = [policy.add_months(since, offset).strftime("%Y-%m") for offset in range(MONTHS)]
+    months = [clock.add_months(since, offset).strftime("%Y-%m") for offset in range(MONTHS)]
     month = MonthOf(R.received_at)
     rows = db.session.execute(select(month, R.churn_reason, func.count()).where(R.received_at >= since)
                               .group_by(month, R.churn_reason)).all()

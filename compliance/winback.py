@@ -42,7 +42,7 @@ def flag(request_id: int, *, months: int, note: str | None, actor: str) -> Winba
     if refused is not None:
         raise workflow.WorkflowError(refused)
     assert request.owner is not None
-    due_on = workflow.add_months(clock.now(), months).date()
+    due_on = clock.add_months(clock.now(), months).date()
     reminder = WinbackReminder(tenant_id=request.tenant_id, request_id=request.id, owner=request.owner,
                                months=months, due_on=due_on, note=note or None, created_by=actor)
     db.session.add(reminder)

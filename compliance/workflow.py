@@ -12,7 +12,6 @@ tier it takes a second pair of eyes: a person other than the one who verified, o
 
 from __future__ import annotations
 
-import calendar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -130,17 +129,9 @@ def legal_regime_for(region: str) -> str:
     return "none"
 
 
-def add_months(moment: datetime, months: int) -> datetime:
-    """Calendar months, clamped to the month's last day (31 Jan + 1 month = 28/29 Feb)."""
-    month_index = moment.month - 1 + months
-    year, month = moment.year + month_index // 12, month_index % 12 + 1
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return moment.replace(year=year, month=month, day=day)
-
-
 def legal_deadline(regime: str, received_at: datetime) -> datetime | None:
     if regime == "gdpr":
-        return add_months(received_at, 1)
+        return clock.add_months(received_at, 1)
     if regime == "ccpa":
         return received_at + CCPA_WINDOW
     return None
@@ -148,7 +139,7 @@ def legal_deadline(regime: str, received_at: datetime) -> datetime | None:
 
 def extended_deadline(regime: str, deadline: datetime) -> datetime:
     """GDPR Art. 12(3): two further months; CCPA §1798.130: 45 further days."""
-    return add_months(deadline, 2) if regime == "gdpr" else deadline + CCPA_WINDOW
+    return clock.add_months(deadline, 2) if regime == "gdpr" else deadline + CCPA_WINDOW
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ def register(*, taken_at: datetime, location: str, object_name: str, tenant_ids:
 
 
 def expires_at(snapshot: BackupSnapshot) -> datetime:
-    return policy.add_months(snapshot.taken_at, config.current().backup_retention_months)
+    return clock.add_months(snapshot.taken_at, config.current().backup_retention_months)
 
 
 def _describe(snapshot: BackupSnapshot) -> dict[str, Any]:
@@ -223,11 +223,11 @@ def _expired(as_of: datetime) -> dict[str, list[int]]:
     months = config.current().backup_retention_months
     candidates = db.session.scalars(select(BackupSnapshot).where(
         BackupSnapshot.purged_at.is_(None),
-        BackupSnapshot.taken_at <= policy.add_months(as_of, -months) + _MONTH_SLACK)
+        BackupSnapshot.taken_at <= clock.add_months(as_of, -months) + _MONTH_SLACK)
         .order_by(BackupSnapshot.taken_at, BackupSnapshot.id))
     found: dict[str, list[int]] = {method: [] for method in METHODS}
     for snapshot in candidates:
-        if policy.add_months(snapshot.taken_at, months) <= as_of:
+        if clock.add_months(snapshot.taken_at, months) <= as_of:
             found[snapshot.method].append(snapshot.id)
     return found
 

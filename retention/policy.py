@@ -8,13 +8,12 @@ computed, never stored: changing the policy or an override moves them at once.
 
 from __future__ import annotations
 
-import calendar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import exists, select
 
-from compliance import config, db
+from compliance import clock, config, db
 from compliance.models import RetentionOverride, Tenant
 
 
@@ -30,13 +29,6 @@ class Schedule:
     backup_due: datetime | None
 
 
-def add_months(moment: datetime, months: int) -> datetime:
-    """The same day and time ``months`` calendar months later (the month's last day if shorter)."""
-    month_index = moment.month - 1 + months
-    year, month = moment.year + month_index // 12, month_index % 12 + 1
-    return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))
-
-
 def schedule_of(tenant: Tenant) -> Schedule:
     settings = config.current()
     override = db.session.get(RetentionOverride, tenant.id)
@@ -46,7 +38,7 @@ def schedule_of(tenant: Tenant) -> Schedule:
     closed = tenant.closed_at
     return Schedule(closed, days, months, override.reason if override else None,
                     closed + timedelta(days=days) if closed else None,
-                    add_months(closed, months) if closed else None)
+                    clock.add_months(closed, months) if closed else None)
 
 
 def due_for_primary_purge(now: datetime) -> list[int]:
@@ -65,7 +57,7 @@ def due_for_primary_purge(now: datetime) -> list[int]:
 
 def due_for_backup_purge(now: datetime) -> list[int]:
     """Ids of closed tenants whose backups are due for purging at ``now`` and not purged."""
-    cutoff = add_months(now, -config.current().backup_retention_months)
+    cutoff = clock.add_months(now, -config.current().backup_retention_months)
     plain = db.session.scalars(select(Tenant.id).where(
         Tenant.closed_at.is_not(None), Tenant.backups_purged_at.is_(None), Tenant.closed_at <= cutoff,
         ~exists().where(RetentionOverride.tenant_id == Tenant.id)).order_by(Tenant.closed_at)).all()

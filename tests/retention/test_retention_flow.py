@@ -15,8 +15,8 @@ import pytest
 
 from audit import certificates
 from compliance import queues
+from compliance.clock import add_months
 from retention import backups
-from retention.policy import add_months
 
 REF, OTHER = "flow-acme", "flow-other"
 
