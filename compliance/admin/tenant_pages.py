@@ -1,5 +1,6 @@
-"""The tenant pages: every account at a glance, and one account's sources (with their check),
-requests, retention dates, legal holds and certificates, each read through the API's own services."""
+"""The tenant pages: every account at a glance, one account's sources (with their check),
+requests, retention dates, legal holds and certificates, and the form that edits its facts,
+each read and written through the API's own schemas and services."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound
 
 from audit.certificate_pdf import KIND_TITLES
-from compliance import db
+from compliance import accounts, db
 from compliance.admin import bp, formatting, forms
 from compliance.api import certificates as certificate_api
 from compliance.api import retention as retention_api
@@ -22,12 +23,16 @@ from compliance.api import sources as source_api
 from compliance.api import tenants as tenant_api
 from compliance.api.pagination import paginate
 from compliance.auth import current_principal, may, requires
-from compliance.models import ROLES, LegalHold, OffboardingRequest, Tenant
+from compliance.models import ROLES, VALUE_TIERS, LegalHold, OffboardingRequest, Tenant
 from compliance.models.requests import TERMINAL_STATES
 from compliance.workflow import legal_regime_for
 
 PAGE_SIZE = 50
 KIND_CHOICES = [(kind, KIND_TITLES[kind]) for kind in certificate_api.KINDS]
+TIER_CHOICES = [(tier, formatting.label(tier)) for tier in VALUE_TIERS]
+REQUIRED = ("name", "region")  # optional in a PATCH, but the edit form always sends them
+# The edit form sends every fact: a blank optional field is no value, an unticked box is "may contact".
+UNSET = {"annual_value": None, "contact_email": None, "no_contact": False}
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,38 @@ def render_tenant(tenant: Tenant, posted: Posted | None = None, status: int = 20
                            sources=sources, checks=checks, requests=requests, holds=all_holds,
                            certificates=certificates, retention=retention, people=people(actors),
                            posted=posted or Posted(""), kinds=KIND_CHOICES), status
+
+
+@bp.route("/tenants/<id:tenant_id>/edit", methods=["GET", "POST"])
+@requires("admin", "csm")
+def edit_tenant(tenant_id: int) -> Response | tuple[str, int]:
+    """The account's facts as a form, checked by the API's ``TenantPatch`` and saved as its PATCH saves."""
+    tenant = tenant_api.get_or_404(tenant_id)
+    if request.method == "GET":
+        return _edit_form(tenant, _facts(tenant), {})
+    data, errors = forms.load(tenant_api.TenantPatch(), request.form)
+    errors.update({name: "Missing data for required field." for name in REQUIRED
+                   if not request.form.get(name, "").strip()})
+    if errors:
+        return _edit_form(tenant, request.form, errors, 400)
+    changed = accounts.update(tenant, {**UNSET, **data}, actor=current_principal().actor)
+    db.session.commit()
+    words = ", ".join(formatting.label(name).lower() for name in changed)
+    flash(f"Account saved. Changed: {words}." if changed else "Nothing was changed.", "ok")
+    return redirect(url_for("admin.tenant", tenant_id=tenant.id))
+
+
+def _facts(tenant: Tenant) -> dict[str, str]:
+    """The form's values for the account as it is."""
+    return {"name": tenant.name, "region": tenant.region, "value_tier": tenant.value_tier,
+            "annual_value": "" if tenant.annual_value is None else str(tenant.annual_value),
+            "contact_email": tenant.contact_email or "",
+            "no_contact": "true" if tenant.no_contact_since else ""}
+
+
+def _edit_form(tenant: Tenant, values: Any, errors: dict[str, str], status: int = 200) -> tuple[str, int]:
+    return render_template("admin/tenant_edit.html", tenant=tenant, values=values, errors=errors,
+                           tiers=TIER_CHOICES), status
 
 
 def people(actors: Iterable[str | None]) -> dict[str, str]:

@@ -8,8 +8,7 @@ from flask_smorest import Blueprint, abort
 from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import Select, select
 
-import audit
-from compliance import clock, db, workflow
+from compliance import accounts, db, workflow
 from compliance.api.pagination import paginate
 from compliance.api.schemas import Page, PageArgs, Strict, one_of, text
 from compliance.api.writes import IDEMPOTENCY_HEADER, idempotent, writes
@@ -23,6 +22,24 @@ blp = Blueprint("tenants", __name__, url_prefix="/api/v1/tenants",
 REGION = validate.Regexp(r"^([A-Z]{2}(-[A-Z0-9]{1,3})?|EU|EEA)$",
                          error="region must be an ISO 3166 code such as DE, UK, US-CA, or EU")
 READERS = ("admin", "csm", "legal", "auditor")
+MAX_ANNUAL_VALUE = 2**31 - 1  # the column is a 32-bit INTEGER on PostgreSQL
+
+
+class WholeNumber(fields.Integer):
+    """An integer that refuses ``1.5`` rather than truncating it to 1; a form's ``"12"`` still loads."""
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
+def annual_value_field() -> WholeNumber:
+    """The yearly contract value, counted in the exit feedback's revenue by reason."""
+    message = f"annual_value must be a whole number of currency units from 0 to {MAX_ANNUAL_VALUE}"
+    return WholeNumber(allow_none=True, validate=validate.Range(0, MAX_ANNUAL_VALUE, error=message),
+                       error_messages={"invalid": message},
+                       metadata={"description": "yearly contract value in whole currency units, or null"})
 
 
 class TenantIn(Strict):
@@ -30,6 +47,7 @@ class TenantIn(Strict):
     name = text(200, required=True)
     region = fields.String(required=True, validate=REGION)
     value_tier = one_of(VALUE_TIERS, load_default="standard")
+    annual_value = annual_value_field()
     contact_email = fields.Email(validate=validate.Length(max=254), allow_none=True)
 
 
@@ -37,6 +55,7 @@ class TenantPatch(Strict):
     name = text(200)
     region = fields.String(validate=REGION)
     value_tier = one_of(VALUE_TIERS)
+    annual_value = annual_value_field()
     contact_email = fields.Email(validate=validate.Length(max=254), allow_none=True)
     no_contact = fields.Boolean(metadata={"description": "the customer asked for no further contact: "
                                                          "only the messages the law requires are sent"})
@@ -49,6 +68,7 @@ class TenantOut(Schema):
     region = fields.String()
     legal_regime = fields.Function(lambda tenant: legal_regime_for(tenant.region))
     value_tier = fields.String()
+    annual_value = fields.Integer(allow_none=True)
     contact_email = fields.String(allow_none=True)
     no_contact_since = fields.DateTime(allow_none=True)
     closed_at = fields.DateTime(allow_none=True)
@@ -102,16 +122,7 @@ def get_tenant(tenant_id: int) -> Tenant:
 @writes
 def update_tenant(data: dict[str, Any], tenant_id: int) -> Tenant:
     tenant = get_or_404(tenant_id)
-    no_contact = data.pop("no_contact", None)
-    changed = {name: value for name, value in data.items() if getattr(tenant, name) != value}
-    for name, value in changed.items():
-        setattr(tenant, name, value)
-    if no_contact is not None and no_contact != (tenant.no_contact_since is not None):
-        tenant.no_contact_since = clock.now() if no_contact else None  # since when: kept until withdrawn
-        changed["no_contact"] = no_contact
-    if changed:
-        audit.record("tenant.updated", actor=current_principal().actor, tenant_id=tenant.id,
-                     data={"changed": sorted(changed)})
+    accounts.update(tenant, data, actor=current_principal().actor)
     return tenant
 
 

@@ -179,15 +179,40 @@ def test_new_request_can_create_the_tenant_in_the_same_form(staff) -> None:  # t
     user.get("/admin/requests/new")
     answer = user.post("/admin/requests/new", form(
         tenant_id="", new_name="Brand New Inc", new_external_ref="crm-991", new_region="US-CA",
-        new_value_tier="premium", legal_regime=""))
+        new_value_tier="premium", new_annual_value="36000", legal_regime=""))
     assert answer.status_code == 302, answer.get_data(as_text=True)
     tenant = db.session.scalars(select(Tenant).where(Tenant.external_ref == "crm-991")).one()
-    assert (tenant.name, tenant.region, tenant.value_tier) == ("Brand New Inc", "US-CA", "premium")
+    assert (tenant.name, tenant.region, tenant.value_tier, tenant.annual_value) == (
+        "Brand New Inc", "US-CA", "premium", 36000)
     opened = db.session.scalars(select(OffboardingRequest).filter_by(tenant_id=tenant.id)).one()
     assert opened.legal_regime == "ccpa"
     actions = db.session.scalars(select(AuditEvent.action).where(AuditEvent.tenant_id == tenant.id)
                                  .order_by(AuditEvent.id)).all()
     assert actions == ["tenant.created", "request.received"]
+
+
+def test_a_new_account_without_an_annual_value_has_none(staff) -> None:  # type: ignore[no-untyped-def]
+    user = staff("csm")
+    page = user.get("/admin/requests/new").get_data(as_text=True)
+    assert 'id="new_annual_value" name="new_annual_value"' in page
+    answer = user.post("/admin/requests/new", form(new_name="Unvalued", new_external_ref="crm-992",
+                                                   new_region="DE", new_annual_value=""))
+    assert answer.status_code == 302, answer.get_data(as_text=True)
+    assert db.session.scalar(select(Tenant.annual_value).where(Tenant.external_ref == "crm-992")) is None
+
+
+@pytest.mark.parametrize("value", ["-5", "12.5", "lots"])
+def test_a_bad_annual_value_is_named_beside_its_field(staff, value) -> None:  # type: ignore[no-untyped-def]
+    user = staff("csm")
+    user.get("/admin/requests/new")
+    answer = user.post("/admin/requests/new", form(new_name="Bad Value", new_external_ref="crm-993",
+                                                   new_region="DE", new_annual_value=value))
+    assert answer.status_code == 400
+    html = answer.get_data(as_text=True)
+    assert error_beside(html, "new_annual_value") == \
+        "annual_value must be a whole number of currency units from 0 to 2147483647"
+    assert f'value="{value}"' in html
+    assert (count(Tenant), count(OffboardingRequest)) == (0, 0)
 
 
 def test_new_request_errors_stand_beside_their_fields_and_keep_what_was_typed(staff) -> None:  # type: ignore[no-untyped-def]

@@ -1,20 +1,22 @@
 """The tenant pages: the list with its search and pages, one tenant's facts, sources and their
-check button, requests, retention dates, holds and certificates, and who may press what."""
+check button, requests, retention dates, holds and certificates, the form that edits the
+account's facts (and the annual value reaching the exit feedback figures), and who may press what."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from compliance import db, workflow
+from compliance import db, feedback, reports, workflow
 from compliance.admin import tenant_pages
 from compliance.models import AuditEvent, LegalHold, RetentionOverride, RetentionRun, SourceConfig, Tenant
 from exporters.sources import registry
+from tests.admin.test_request_pages import error_beside
 
 pytestmark = pytest.mark.usefixtures("clock")
 CLOSED = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
@@ -219,3 +221,155 @@ def test_a_check_without_its_csrf_token_is_refused(staff: Any, tmp_path: Path) -
     assert checks(demo.id) == []
     assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(
         AuditEvent.action == "source.checked")) == 0
+
+
+# --- editing the account ----------------------------------------------------------------------------
+
+
+def edit_form(**overrides: str) -> dict[str, str]:
+    """What the edit form posts for an open German standard account; ``no_contact`` only when ticked."""
+    return {"name": "Acme GmbH", "region": "DE", "value_tier": "standard", "annual_value": "",
+            "contact_email": "", **overrides}
+
+
+def updates(tenant_id: int) -> list[AuditEvent]:
+    return list(db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "tenant.updated", AuditEvent.tenant_id == tenant_id).order_by(AuditEvent.id)))
+
+
+def reloaded(row: Tenant) -> Tenant:
+    return db.session.get(Tenant, row.id, populate_existing=True)
+
+
+def test_the_tenant_page_shows_the_annual_value_and_the_edit_link(staff: Any) -> None:
+    row = tenant("kite-1", "Kite Ltd", value_tier="premium", annual_value=1250000)
+    page = text(staff("csm").get(f"/admin/tenants/{row.id}"))
+    assert "Value tier</dt><dd>Premium" in page and "Annual value</dt><dd>1,250,000" in page
+    assert f'href="/admin/tenants/{row.id}/edit">Edit account</a>' in page
+    assert "Annual value</dt><dd>—" in text(staff("admin").get(f"/admin/tenants/{tenant('kite-2', 'K2').id}"))
+
+
+def test_the_edit_form_shows_the_account_as_it_is(staff: Any) -> None:
+    row = tenant("lark-1", "Lark AG", value_tier="enterprise", annual_value=90000,
+                 contact_email="cfo@lark.example", no_contact_since=CLOSED)
+    page = staff("csm").get(f"/admin/tenants/{row.id}/edit")
+    html = text(page)
+    assert page.status_code == 200 and "<h1>Edit account: Lark AG</h1>" in html
+    assert 'name="csrf_token"' in html
+    assert 'id="name" name="name" type="text" value="Lark AG"' in html
+    assert 'id="annual_value" name="annual_value" type="text" value="90000"' in html
+    assert 'type="email" value="cfo@lark.example"' in html
+    assert '<option value="enterprise" selected>Enterprise</option>' in html
+    assert 'name="no_contact" value="true" checked' in html and "since 01 Jan 2026, 09:00 UTC" in html
+
+
+def test_posting_the_form_changes_the_account_and_audits_it(staff: Any) -> None:
+    row = tenant("swift-1", "Swift Ltd", contact_email="old@swift.example")
+    csm = staff("csm")
+    csm.get(f"/admin/tenants/{row.id}/edit")
+    answer = csm.post(f"/admin/tenants/{row.id}/edit", edit_form(
+        name="Swift Holdings", region="US-CA", value_tier="strategic", annual_value="250000",
+        contact_email="it@swift.example"))
+    assert answer.status_code == 302 and answer.location == f"/admin/tenants/{row.id}"
+    saved = reloaded(row)
+    assert (saved.name, saved.region, saved.value_tier, saved.annual_value, saved.contact_email) == (
+        "Swift Holdings", "US-CA", "strategic", 250000, "it@swift.example")
+    assert saved.no_contact_since is None
+    [event] = updates(row.id)
+    assert event.actor == f"user:{csm.user.id}"
+    assert event.data == {"changed": ["annual_value", "contact_email", "name", "region", "value_tier"]}
+    page = text(csm.get(answer.location))
+    assert "Account saved. Changed: annual value, contact email, name, region, value tier." in page
+    assert "Annual value</dt><dd>250,000" in page and "CCPA" in page
+
+    # the same form again changes nothing and records nothing; blank fields clear their values
+    assert csm.post(answer.location + "/edit", edit_form(
+        name="Swift Holdings", region="US-CA", value_tier="strategic", annual_value="250000",
+        contact_email="it@swift.example")).status_code == 302
+    assert len(updates(row.id)) == 1 and "Nothing was changed." in text(csm.get(answer.location))
+    assert csm.post(answer.location + "/edit", edit_form(
+        name="Swift Holdings", region="US-CA", value_tier="strategic")).status_code == 302
+    assert (reloaded(row).annual_value, reloaded(row).contact_email) == (None, None)
+    assert updates(row.id)[-1].data == {"changed": ["annual_value", "contact_email"]}
+
+
+def test_the_no_contact_box_is_recorded_only_when_it_changes(staff: Any, clock: Any) -> None:
+    row = tenant("wren-1", "Acme GmbH")
+    admin = staff("admin")
+    admin.get(f"/admin/tenants/{row.id}/edit")
+    url = f"/admin/tenants/{row.id}/edit"
+    assert admin.post(url, edit_form()).status_code == 302  # unticked and already allowed: nothing
+    assert updates(row.id) == []
+    assert admin.post(url, edit_form(no_contact="true")).status_code == 302
+    assert reloaded(row).no_contact_since == clock.now()
+    assert [e.data for e in updates(row.id)] == [{"changed": ["no_contact"]}]
+    page = text(admin.get(f"/admin/tenants/{row.id}"))
+    assert "No further contact</dt><dd>Asked 02 Mar 2026, 09:00 UTC" in page
+    assert admin.post(url, edit_form(no_contact="true")).status_code == 302  # still ticked: kept as is
+    assert len(updates(row.id)) == 1
+    assert admin.post(url, edit_form()).status_code == 302  # unticked: contact allowed again
+    assert reloaded(row).no_contact_since is None
+    assert [e.data for e in updates(row.id)] == [{"changed": ["no_contact"]}] * 2
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "abc", "2147483648"])
+def test_bad_input_is_400_beside_its_field_and_changes_nothing(staff: Any, value: str) -> None:
+    row = tenant("heron-1", "Heron SA", annual_value=5000)
+    csm = staff("csm")
+    csm.get(f"/admin/tenants/{row.id}/edit")
+    answer = csm.post(f"/admin/tenants/{row.id}/edit", edit_form(
+        name=" ", region="Germany", annual_value=value, contact_email="not-an-email", no_contact="true"))
+    assert answer.status_code == 400
+    html = answer.get_data(as_text=True)
+    assert error_beside(html, "annual_value") == \
+        "annual_value must be a whole number of currency units from 0 to 2147483647"
+    assert error_beside(html, "name") == "Missing data for required field."
+    assert "ISO 3166" in error_beside(html, "region")
+    assert "email" in error_beside(html, "contact_email")
+    assert "Nothing was saved. 4 fields need attention" in html
+    assert f'value="{value}"' in html and 'value="Germany"' in html  # what was typed is kept
+    assert 'aria-describedby="annual_value-hint annual_value-error" aria-invalid="true"' in html
+    saved = reloaded(row)
+    assert (saved.name, saved.region, saved.annual_value, saved.no_contact_since) == (
+        "Heron SA", "DE", 5000, None)
+    assert updates(row.id) == []
+
+
+@pytest.mark.parametrize("role", ["legal", "auditor"])
+def test_roles_without_the_right_cannot_edit_an_account(staff: Any, role: str) -> None:
+    row = tenant("egret-1", "Egret BV")
+    person = staff(role)
+    assert "Edit account" not in person.get(f"/admin/tenants/{row.id}").get_data(as_text=True)
+    page = person.get(f"/admin/tenants/{row.id}/edit")
+    assert page.status_code == 403 and "You may not do this" in page.get_data(as_text=True)
+    refused = person.post(f"/admin/tenants/{row.id}/edit", edit_form(name="Taken Over", annual_value="1"))
+    assert refused.status_code == 403
+    assert (reloaded(row).name, reloaded(row).annual_value) == ("Egret BV", None)
+    assert updates(row.id) == []
+
+
+def test_editing_an_unknown_account_is_404(staff: Any) -> None:
+    csm = staff("csm")
+    assert csm.get("/admin/tenants/999999/edit").status_code == 404
+    assert csm.post("/admin/tenants/999999/edit", edit_form()).status_code == 404
+
+
+def test_the_annual_value_set_here_weighs_the_exit_feedback_reasons(staff: Any, clock: Any) -> None:
+    row = tenant("osprey-1", "Osprey Inc", contact_email="cfo@osprey.example")
+    csm = staff("csm")
+    csm.get(f"/admin/tenants/{row.id}/edit")
+    assert csm.post(f"/admin/tenants/{row.id}/edit", edit_form(
+        name="Osprey Inc", annual_value="48000", contact_email="cfo@osprey.example")).status_code == 302
+    offboarding = workflow.open_request(row, actor="test", requested_by="cfo@osprey.example",
+                                        channel="email", churn_reason="price", formats=["csv"])
+    offboarding.status, offboarding.closed_at = "closed", clock.now()
+    invited = feedback.invite(offboarding.id, actor="test")
+    db.session.commit()
+    survey = f"/survey/{invited.token}"
+    csm.get(survey)
+    assert csm.post(survey, {"reason": "too_expensive", "rating": "4"}).status_code == 200
+
+    assert reports.exit_feedback(clock.now() - timedelta(days=1)).reasons["too_expensive"] == \
+        reports.Reason(count=1, revenue=48000)
+    dashboard = text(csm.get("/admin/"))
+    assert re.search(r'Too expensive</th><td class="num">1</td> <td class="num">48,000</td>', dashboard)

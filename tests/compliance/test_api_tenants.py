@@ -563,3 +563,71 @@ def test_no_contact_is_set_with_its_time_kept_and_withdrawn(client: FlaskClient,
     assert client.get(f"{URL}/{created['id']}", headers=headers).get_json()["no_contact_since"] is None
     assert client.patch(f"{URL}/{created['id']}", json={"no_contact": "maybe"},
                         headers=headers).status_code == 422
+
+
+# --- annual value ---------------------------------------------------------------------------------
+
+
+def test_annual_value_is_stored_on_create(client: FlaskClient, as_role: Headers) -> None:
+    headers = as_role("csm")
+    created = create(client, headers, annual_value=48000)
+    assert created["annual_value"] == 48000
+    assert db.session.get(Tenant, created["id"]).annual_value == 48000
+    assert client.get(f"{URL}/{created['id']}", headers=headers).get_json()["annual_value"] == 48000
+    [event] = audit_events("tenant.created", created["id"])
+    assert event.actor == actor_of(headers)
+    assert create(client, headers)["annual_value"] is None  # not known unless given
+    assert create(client, headers, annual_value=None)["annual_value"] is None
+
+
+def test_annual_value_is_patched_cleared_and_audited(client: FlaskClient, as_role: Headers) -> None:
+    headers = as_role("admin")
+    created = create(client, headers, annual_value=12000)
+    url = f"{URL}/{created['id']}"
+
+    patched = client.patch(url, json={"annual_value": 60000}, headers=headers)
+    assert patched.status_code == 200 and patched.get_json()["annual_value"] == 60000
+    db.session.expire_all()
+    assert db.session.get(Tenant, created["id"]).annual_value == 60000
+    [event] = audit_events("tenant.updated", created["id"])
+    assert (event.actor, event.data) == (actor_of(headers), {"changed": ["annual_value"]})
+
+    assert client.patch(url, json={"annual_value": 60000}, headers=headers).status_code == 200
+    assert len(audit_events("tenant.updated", created["id"])) == 1  # the same value is no change
+
+    cleared = client.patch(url, json={"annual_value": None}, headers=headers)
+    assert cleared.status_code == 200 and cleared.get_json()["annual_value"] is None
+    db.session.expire_all()
+    assert db.session.get(Tenant, created["id"]).annual_value is None
+    events = audit_events("tenant.updated", created["id"])
+    assert [event.data for event in events] == [{"changed": ["annual_value"]}] * 2
+
+
+def test_the_largest_annual_value_the_column_holds_is_accepted(client: FlaskClient, as_role: Headers) -> None:
+    headers = as_role("csm")
+    created = create(client, headers, annual_value=0)
+    assert created["annual_value"] == 0
+    largest = 2**31 - 1  # a 32-bit INTEGER on PostgreSQL
+    patched = client.patch(f"{URL}/{created['id']}", json={"annual_value": largest}, headers=headers)
+    assert patched.status_code == 200, patched.get_json()
+    db.session.expire_all()
+    assert db.session.get(Tenant, created["id"]).annual_value == largest
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "abc", "", True, 2**31, 10**20])
+def test_a_bad_annual_value_is_422_naming_it(client: FlaskClient, as_role: Headers, value: Any) -> None:
+    headers = as_role("csm")
+    body = tenant_body(annual_value=value)
+    response = client.post(URL, json=body, headers=headers)
+    assert response.status_code == 422
+    assert response.get_json()["errors"]["json"] == {"annual_value": [
+        "annual_value must be a whole number of currency units from 0 to 2147483647"]}
+    assert tenants_with_ref(body["external_ref"]) == 0
+
+    created = create(client, headers, annual_value=7000)
+    patched = client.patch(f"{URL}/{created['id']}", json={"annual_value": value, "name": "Renamed"},
+                           headers=headers)
+    assert patched.status_code == 422
+    assert list(patched.get_json()["errors"]["json"]) == ["annual_value"]
+    assert client.get(f"{URL}/{created['id']}", headers=headers).get_json() == created
+    assert audit_events("tenant.updated", created["id"]) == []
