@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from compliance import clock, config, db
 from compliance.models import OffboardingRequest, Tenant, User
+from compliance.models.requests import PROCESSING_WINDOW
 
 
 class UnknownKind(ValueError):
@@ -52,6 +53,20 @@ def deletion_timeline(context: dict[str, Any]) -> dict[str, Any]:
             "backups_by": clock.add_months(closed, settings.backup_retention_months)}
 
 
+# What meets each deadline the deadline sweep warns of (``workflow._near``).
+MET_WHEN = {
+    "acknowledgement": "the request is acknowledged",
+    "export": "the export is ready for the customer",
+    "legal": "the export is ready for the customer: it answers the request the law entitles them to",
+    "processing": f"the request is closed, at most {PROCESSING_WINDOW.days} days after it was received",
+}
+
+
+def deadline_meaning(context: dict[str, Any]) -> dict[str, Any]:
+    """A deadline's name alone does not say what meets it (the legal one is met by the export)."""
+    return {"met_when": MET_WHEN[context["deadline"]]}
+
+
 CATALOGUE: dict[str, Kind] = {
     "acknowledgement": Kind("acknowledgement", "We have received your request to close {{ customer }}",
                             "customer", required=False),
@@ -70,7 +85,12 @@ CATALOGUE: dict[str, Kind] = {
                               "customer", required=True, needs=("previous_deadline", "reason")),
     "deadline_warning": Kind("deadline_warning",
                              "Request {{ request_id }} ({{ customer }}): {{ deadline }} due in {{ left }}",
-                             "staff", required=True, needs=("deadline", "due", "left")),
+                             "staff", required=True, needs=("deadline", "due", "left"),
+                             derive=deadline_meaning),
+    # To the account's owner only: the service never writes to the customer about a win-back.
+    "winback_due": Kind("winback_due", "Win-back reminder: {{ customer }} left on {{ left_on|day }}", "staff",
+                        required=False, needs=("left_on", "flagged_on", "churn_reason", "survey_reason",
+                                               "would_return", "note", "no_contact_since", "purged_on")),
     "purge_completed": Kind("deletion_certificate",
                             "Primary purge of tenant {{ tenant_id }} ({{ customer }}): {{ status }}",
                             "staff", required=True, needs=("status", "systems", "certificate")),

@@ -1,6 +1,6 @@
-"""The dashboard's figures: requests by state, how long delivery and closure take, the 72-hour
-export promise, overdue requests, upcoming purges, churn reasons by month, and the exit survey's
-answers with the win-back reminders due.
+"""The dashboard's figures: requests by state, how long acknowledgement, delivery and closure
+take, the 72-hour export promise, overdue requests, upcoming purges, churn reasons by month, and
+the exit survey's answers with the win-back reminders due (and whether their owners were told).
 
 Everything is counted by the database (SQL aggregates, the same on SQLite and PostgreSQL);
 a percentile reads the one row at its rank, never the whole column. Durations are whole
@@ -157,6 +157,7 @@ class Dashboard:
     since: datetime
     open_by_state: dict[str, int]
     overdue: int
+    to_acknowledgement: Durations
     to_export: Durations
     to_closure: Durations
     export_promise: Promise
@@ -174,7 +175,8 @@ def dashboard() -> Dashboard:
     purges = upcoming_purges(now)
     return Dashboard(
         generated_at=now, since=since, open_by_state=open_by_state(), overdue=overdue(now),
-        to_export=durations(R.export_ready_at, since), to_closure=durations(R.closed_at, since),
+        to_acknowledgement=durations(R.acknowledged_at, since), to_export=durations(R.export_ready_at, since),
+        to_closure=durations(R.closed_at, since),
         export_promise=export_promise(since, now), purges=purges[:PURGES_SHOWN], purges_total=len(purges),
         churn=churn_by_month(now), feedback=exit_feedback(since), winback_due=winback.due(now.date()))
 

@@ -28,6 +28,7 @@ ACKNOWLEDGEMENT_WINDOW = timedelta(hours=24)
 EXPORT_WINDOW = timedelta(hours=72)
 CCPA_WINDOW = timedelta(days=45)
 WARNING_WINDOW = timedelta(hours=12)  # a deadline this close is flagged to the owner, once
+PROCESSING_WINDOW = requests_model.PROCESSING_WINDOW  # received to closed: the request's processing_due
 
 STATES = (
     "received",
@@ -395,12 +396,15 @@ def overdue(now: datetime) -> ColumnElement[bool]:
     """SQL condition: an open request with a deadline it has already missed."""
     r = OffboardingRequest
     # The export answers the legal request, so delivering it meets the legal deadline too.
+    # The processing limit has no column of its own: received_at against now - PROCESSING_WINDOW is
+    # the same SQL on both backends.
     return and_(
         r.status.not_in(TERMINAL_STATES),
         or_(
             and_(r.acknowledged_at.is_(None), r.acknowledgement_due < now),
             and_(r.export_ready_at.is_(None), r.export_due < now),
             and_(r.export_ready_at.is_(None), r.legal_deadline.is_not(None), r.legal_deadline < now),
+            and_(r.closed_at.is_(None), r.received_at < now - PROCESSING_WINDOW),
         ),
     )
 
@@ -410,8 +414,9 @@ def is_overdue(request: OffboardingRequest, now: datetime) -> bool:
 
 
 def flag_missed_deadlines() -> int:
-    """Periodic job: audit each deadline an open request has missed, and warn the owner of each one
-    due within WARNING_WINDOW, once per deadline; how many flags were new."""
+    """Periodic job: audit each deadline an open request has missed (acknowledgement, export, legal,
+    and the 14-day processing limit, met by the closure), and warn the owner of each one due within
+    WARNING_WINDOW, once per deadline; how many flags were new."""
     now = clock.now()
     flagged = 0
     with db.transaction():
@@ -444,6 +449,8 @@ def near(now: datetime) -> ColumnElement[bool]:
             and_(r.acknowledged_at.is_(None), r.acknowledgement_due >= now, r.acknowledgement_due <= soon),
             and_(r.export_ready_at.is_(None), r.export_due >= now, r.export_due <= soon),
             and_(r.export_ready_at.is_(None), r.legal_deadline >= now, r.legal_deadline <= soon),
+            and_(r.closed_at.is_(None), r.received_at >= now - PROCESSING_WINDOW,
+                 r.received_at <= soon - PROCESSING_WINDOW),
         ),
     )
 
@@ -452,7 +459,8 @@ def _near(request: OffboardingRequest, now: datetime) -> dict[str, datetime]:
     soon = now + WARNING_WINDOW
     unmet = {"acknowledgement": request.acknowledgement_due if request.acknowledged_at is None else None,
              "export": request.export_due if request.export_ready_at is None else None,
-             "legal": request.legal_deadline if request.export_ready_at is None else None}
+             "legal": request.legal_deadline if request.export_ready_at is None else None,
+             "processing": request.processing_due if request.closed_at is None else None}
     return {name: due for name, due in unmet.items() if due is not None and now <= due <= soon}
 
 
@@ -483,6 +491,8 @@ def _missed(request: OffboardingRequest, now: datetime) -> set[str]:
     legal = request.legal_deadline
     if request.export_ready_at is None and legal is not None and legal < now:
         missed.add("legal")
+    if request.closed_at is None and request.processing_due < now:
+        missed.add("processing")
     return missed
 
 

@@ -6,7 +6,7 @@ Every job here is idempotent, so a missed or doubled run does no harm.
 from rq import cron
 
 from audit import checkpoints, verifications
-from compliance import feedback, notify, workflow
+from compliance import feedback, notify, winback, workflow
 from exporters import reconcile
 from retention import backups, purge
 
@@ -21,3 +21,4 @@ cron.register(backups.scheduled_backup_sweep, queue_name="retention", cron="30 3
 cron.register(verifications.job, queue_name="default", cron="0 4 * * *",
               job_timeout=verifications.JOB_TIMEOUT, name="audit-verify")
 cron.register(feedback.invite_due, queue_name="default", cron="15 * * * *", name="invite-exit-survey")
+cron.register(winback.notify_due, queue_name="default", cron="45 * * * *", name="winback-reminders")

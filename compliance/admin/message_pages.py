@@ -2,8 +2,9 @@
 preview of any kind of message for a request before anyone sends it.
 
 A preview renders through ``messages.compose`` exactly as ``notify.send`` does, personalised
-from the request (customer, account, contact, dates, plan). What only the sender knows (a link's
-token, a survey link, the invoice reference) is a sample, and the page says which values are.
+from the request (customer, account, contact, dates, plan, its win-back reminder if it has one). What
+only the sender knows (a link's token, a survey link, the invoice reference) is a sample, and the page
+says which values are.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from marshmallow import fields, validate
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
-from compliance import clock, config, db, messages, notify, workflow
+from compliance import clock, config, db, messages, notify, winback, workflow
 from compliance.admin import bp, forms
 from compliance.admin.formatting import label
 from compliance.api.pagination import paginate
 from compliance.api.schemas import PageArgs, Strict, one_of
 from compliance.auth import requires
-from compliance.models import DeletionCertificate, Export, OffboardingRequest, OutboxMessage
+from compliance.models import DeletionCertificate, Export, OffboardingRequest, OutboxMessage, WinbackReminder
 
 READERS = ("admin", "csm", "legal", "auditor")
 PREVIEWERS = ("admin", "csm", "legal")
@@ -111,6 +112,10 @@ def _from_database(context: dict[str, Any], kind: str) -> dict[str, Any]:
         .order_by(DeletionCertificate.issued_at.desc()).limit(1)).first()
     if certificate is not None:
         found["certificate"] = {"id": certificate.id, "status": certificate.status}
+    reminder = db.session.scalar(select(WinbackReminder).where(
+        WinbackReminder.request_id == context["request_id"]).order_by(WinbackReminder.id.desc()).limit(1))
+    if reminder is not None:
+        found.update(winback.context(reminder))
     return found
 
 
@@ -127,4 +132,7 @@ def _samples() -> dict[str, Any]:
             "certificate": {"id": "SAMPLE-CERTIFICATE", "status": "erased"},
             "deadline": "acknowledgement", "due": clock.now() + timedelta(hours=6), "left": "6 h 00 min",
             "previous_deadline": workflow.legal_deadline("gdpr", clock.now()),
-            "reason": "SAMPLE REASON: the export of a large account takes longer"}
+            "reason": "SAMPLE REASON: the export of a large account takes longer",
+            "left_on": clock.now() - timedelta(days=270), "flagged_on": clock.now() - timedelta(days=260),
+            "churn_reason": "price", "survey_reason": "too_expensive", "would_return": "maybe",
+            "note": "SAMPLE NOTE: offer the new team plan", "no_contact_since": None, "purged_on": None}

@@ -69,13 +69,17 @@ class WinbackDueOut(Schema):
     owner = fields.String()
     due_on = fields.Date()
     note = fields.String(allow_none=True)
+    notified_at = fields.DateTime(allow_none=True,
+                                  metadata={"description": "when the owner was e-mailed; null until then"})
 
 
 class DashboardOut(Schema):
     generated_at = fields.DateTime()
     since = fields.DateTime(metadata={"description": "start of the window the durations cover"})
     open_by_state = fields.Dict(keys=fields.String(), values=fields.Integer())
-    overdue = fields.Integer()
+    overdue = fields.Integer(metadata={"description": "open requests past a deadline: acknowledgement, "
+                                                      "export, legal or the 14-day processing limit"})
+    to_acknowledgement = fields.Nested(DurationsOut, metadata={"description": "request to acknowledgement"})
     to_export = fields.Nested(DurationsOut, metadata={"description": "request to export delivered"})
     to_closure = fields.Nested(DurationsOut, metadata={"description": "request to closure"})
     export_promise = fields.Nested(PromiseOut)
@@ -92,7 +96,7 @@ class DashboardOut(Schema):
 @requires(*ROLES)
 @blp.response(200, DashboardOut)
 def dashboard() -> reports.Dashboard:
-    """Open requests by state, time to export and to closure, the 72-hour promise, overdue
-    requests, purges due within 30 days, churn reasons by month over the last 12, the exit
-    survey's answers and the win-back reminders due."""
+    """Open requests by state, time to acknowledgement, to export and to closure, the 72-hour
+    promise, overdue requests, purges due within 30 days, churn reasons by month over the last 12,
+    the exit survey's answers and the win-back reminders due."""
     return reports.dashboard()

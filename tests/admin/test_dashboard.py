@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from compliance import db, winback
 from compliance.admin import charts
 from compliance.models import ROLES
 from tests.compliance.test_api_reports import known_data
+from tests.compliance.test_feedback import closed
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -45,15 +48,16 @@ def test_the_figures_of_known_data(staff: Any, clock: Any) -> None:
     words = " ".join(page.split())
     assert "Figures at 02 Mar 2026, 09:00 UTC" in words and "received since Tue 01 Apr 2025" in words
     stats = dict(re.findall(r'<dt class="stat-label">([^<]+)</dt>\s*<dd class="stat">([^<]+)</dd>', page))
-    assert stats == {"Open requests": "8", "Overdue": "2", "Exports delivered within 72 h": "64%",
+    assert stats == {"Open requests": "8", "Overdue": "8", "Exports delivered within 72 h": "64%",
                      "Purges due within 30 days": "3", "Surveys answered": "0",  # exit feedback: none yet
                      "Average rating (1\u201310)": "—", "Would come back": "—", "Recommend score (NPS)": "—"}
     assert "7 of 11" in page
+    assert cells(page, "Acknowledgement") == ["11", "5.0 h", "9.0 h"]
     assert cells(page, "Export delivered") == ["10", "50.0 h", "90.0 h"]
     assert cells(page, "Closure") == ["4", "7.0 d", "20.0 d"]
     assert cells(page, "Export ready") == ["6"] and cells(page, "Failed") == ["0"]
     assert '<a href="/admin/requests?status=export_ready">Export ready</a>' in page
-    assert '<a href="/admin/requests?overdue=true">2 overdue</a>' in page
+    assert '<a href="/admin/requests?overdue=true">8 overdue</a>' in page
     # churn: one row per month, one column per reason that occurs, and the total
     assert ">Price</th>" in page and ">Budget cuts</th>" in page and ">Acquired</th>" not in page
     assert cells(page, "Feb 2026") == ["6", "5", "1", "0", "12"]
@@ -97,10 +101,23 @@ def test_charts_are_titled_images_whose_description_says_every_number(staff: Any
 
 def test_an_empty_service_shows_dashes_and_plain_words(staff: Any, clock: Any) -> None:
     page = staff("auditor").get("/admin/").get_data(as_text=True)
-    assert cells(page, "Export delivered") == ["0", "—", "—"]
+    assert cells(page, "Acknowledgement") == cells(page, "Export delivered") == ["0", "—", "—"]
     assert "No purge is due in the next 30 days." in page
     assert "No request was received in the last 12 months." in page
     assert "Open requests by state" in svgs(page)
+
+
+def test_the_winback_list_says_whether_the_owner_was_emailed(staff: Any, clock: Any) -> None:
+    request = closed(owner="owner@offboard.example")
+    winback.flag(request.id, months=6, note="new plan", actor="user:csm")
+    db.session.commit()
+    clock.freeze(datetime(2026, 9, 2, 8, 30, tzinfo=UTC))
+    reader = staff("auditor")
+    due = r"<td>owner@offboard.example</td><td>Wed 02 Sep 2026</td><td>new plan</td>\s*<td>{}</td>"
+
+    assert re.search(due.format("not yet"), reader.get("/admin/").get_data(as_text=True))
+    winback.notify_due()
+    assert re.search(due.format("02 Sep 2026, 08:30 UTC"), reader.get("/admin/").get_data(as_text=True))
 
 
 def test_signed_out_the_dashboard_asks_to_sign_in(client: Any) -> None:

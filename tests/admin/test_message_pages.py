@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from compliance import clock, db, messages, notify, workflow
+from compliance import clock, db, messages, notify, winback, workflow
 from compliance.models import OffboardingRequest, OutboxMessage, Tenant, User
 
 pytestmark = pytest.mark.usefixtures("clock")
@@ -127,3 +127,21 @@ def test_who_may_preview_and_what_is_refused(staff: Any) -> None:
     assert unknown.status_code == 400 and "Must be one of" in text(unknown)
     missing = csm.get("/admin/messages/preview?kind=plan&request_id=999999")
     assert missing.status_code == 404 and "there is no request 999999" in text(missing)
+
+
+def test_the_winback_preview_uses_the_requests_reminder_when_it_has_one(staff: Any) -> None:
+    request = offboarding()
+    csm = staff("csm")
+    preview = f"/admin/messages/preview?kind=winback_due&request_id={request.id}"
+
+    sample = text(csm.get(preview))  # no reminder yet: what the job would fill is a sample
+    assert "SAMPLE NOTE: offer the new team plan" in sample and "Required by law</dt><dd>No" in sample
+    assert "left_on, flagged_on, churn_reason, survey_reason, would_return, note" in sample
+
+    closing = db.session.get_one(OffboardingRequest, request.id)
+    closing.status, closing.closed_at = "closed", clock.now()
+    winback.flag(request.id, months=9, note="ask about the new region", actor="user:csm")
+    db.session.commit()
+    real = text(csm.get(preview))
+    assert "ask about the new region" in real and "SAMPLE NOTE" not in real
+    assert "none: everything comes from the request" in real

@@ -44,15 +44,17 @@ def request_row(received: datetime, status: str, churn: str, **stamps: datetime)
 def known_data() -> None:
     """Requests and tenants whose figures at the frozen clock (2026-03-02 09:00 UTC) are known.
 
-    Ten exports delivered 10, 20, ..., 100 hours after their request (received 1-10 Feb 2026);
-    the first four closed 5, 7, 10 and 20 days after it. One request exporting since 25 Feb
-    (72 hours over, overdue), one received 28 Feb and never acknowledged (overdue, its 72 hours
-    not over), one withdrawn in January, one closed 13 months ago (outside the window).
+    Ten requests (received 1-10 Feb 2026) acknowledged 1, 2, ..., 10 hours after they came, their
+    exports delivered 10, 20, ..., 100 hours after; the first four closed 5, 7, 10 and 20 days
+    after it, the other six past their 14 days to closure (overdue). One request exporting since
+    25 Feb, acknowledged after an hour (72 hours over, overdue), one received 28 Feb and never
+    acknowledged (overdue, its 72 hours not over), one withdrawn in January, one closed 13 months
+    ago (outside the window).
     """
     closing = {0: 5, 1: 7, 2: 10, 3: 20}
     for k in range(10):
         received = at(2026, 2, 1 + k, 9)
-        stamps = {"acknowledged_at": received + timedelta(hours=1),
+        stamps = {"acknowledged_at": received + timedelta(hours=k + 1),
                   "export_ready_at": received + timedelta(hours=10 * (k + 1))}
         if k in closing:
             stamps["closed_at"] = received + timedelta(days=closing[k])
@@ -61,8 +63,8 @@ def known_data() -> None:
     request_row(at(2026, 2, 25, 9), "exporting", "missing_features", acknowledged_at=at(2026, 2, 25, 10))
     request_row(at(2026, 2, 28, 9), "received", "price")
     request_row(at(2026, 1, 10, 9), "withdrawn", "other", withdrawn_at=at(2026, 1, 11, 9))
-    request_row(at(2025, 2, 10, 9), "closed", "acquired", export_ready_at=at(2025, 2, 10, 10),
-                closed_at=at(2025, 2, 12, 10))
+    request_row(at(2025, 2, 10, 9), "closed", "acquired", acknowledged_at=at(2025, 2, 12, 11),
+                export_ready_at=at(2025, 2, 10, 10), closed_at=at(2025, 2, 12, 10))
     # Purges: one due in 8 days, one past due and held, one not within 30 days, backups in 18 days.
     tenant("Soon Ltd", closed_at=at(2025, 12, 10, 9))
     held = tenant("Held AG", closed_at=at(2025, 11, 20, 9))
@@ -89,7 +91,9 @@ def test_the_figures_of_known_data(client: Any, as_role: Any, clock: Any) -> Non
     assert body["since"] == "2025-04-01T00:00:00+00:00"
     assert body["open_by_state"] == {"received": 1, "acknowledged": 0, "verified": 0, "approved": 0,
                                      "exporting": 1, "export_ready": 6, "access_reduced": 0, "failed": 0}
-    assert body["overdue"] == 2
+    assert body["overdue"] == 8  # 6 past the 14 days to closure, 1 export and 1 acknowledgement late
+    # of eleven (1, 1, 2, ..., 10 hours): the 6th (5 h) and the 10th (9 h); the 50 h of 2025 is outside
+    assert body["to_acknowledgement"] == {"count": 11, "median_seconds": 5 * HOUR, "p90_seconds": 9 * HOUR}
     # nearest rank: the median of ten is the 5th (50 h), the 90th percentile the 9th (90 h)
     assert body["to_export"] == {"count": 10, "median_seconds": 50 * HOUR, "p90_seconds": 90 * HOUR}
     # of four: the 2nd (7 days) and the 4th (20 days)
@@ -119,6 +123,7 @@ def test_delivery_exactly_at_72_hours_is_in_time_and_a_second_later_is_not(clien
 def test_no_data_gives_empty_figures_not_errors(client: Any, as_role: Any, clock: Any) -> None:
     body = client.get("/api/v1/reports/dashboard", headers=as_role("legal")).json
     assert body["to_export"] == {"count": 0, "median_seconds": None, "p90_seconds": None}
+    assert body["to_acknowledgement"] == {"count": 0, "median_seconds": None, "p90_seconds": None}
     assert body["export_promise"] == {"counted": 0, "in_time": 0, "share": None}
     assert body["purges"] == [] and body["churn"]["series"] == {} and len(body["churn"]["months"]) == 12
     assert set(body["open_by_state"].values()) == {0}

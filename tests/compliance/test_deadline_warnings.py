@@ -1,5 +1,6 @@
 """The deadline sweep's warnings: a deadline not met and due within WARNING_WINDOW is audited and
-mailed to the request's owner once; and the customer is told of an extended legal deadline."""
+mailed to the request's owner once, the 14-day processing limit like the others; and the customer
+is told of an extended legal deadline."""
 
 from __future__ import annotations
 
@@ -89,6 +90,51 @@ def test_an_extended_legal_deadline_is_warned_of_again(session: None, clock: Any
     assert [(e.data["deadline"], e.data["due"]) for e in events(request.id, "request.deadline_warning")
             if e.data["deadline"] == "legal"] == [("legal", at(2026, 4, 2, 9).isoformat()),
                                                  ("legal", at(2026, 6, 2, 9).isoformat())]
+
+
+def test_the_processing_limit_is_warned_of_then_flagged_until_the_request_is_closed(session: None,
+                                                                                  clock: Any) -> None:
+    # Every other deadline is met: only the 14 days from receipt to closure (16 March, 09:00) are left.
+    request = drive(open_for(make_tenant("DE"), owner=OWNER), "export_ready")
+    closed = drive(open_for(make_tenant("DE"), owner=OWNER), "closed")
+    db.session.flush()
+    received = request.received_at
+
+    clock.freeze(received + timedelta(days=13, hours=11))  # 13 h left
+    assert workflow.flag_missed_deadlines() == 0
+    clock.freeze(received + timedelta(days=13, hours=11, minutes=59))  # 12 h 01 min left: not yet
+    assert workflow.flag_missed_deadlines() == 0
+
+    clock.freeze(received + timedelta(days=13, hours=12, minutes=1))  # 11 h 59 min left
+    assert workflow.flag_missed_deadlines() == 1
+    [event] = events(request.id, "request.deadline_warning")
+    assert event.data == {"deadline": "processing", "due": at(2026, 3, 16, 9).isoformat(),
+                          "left": "11 h 59 min", "owner": OWNER, "status": "export_ready"}
+    [message] = outbox(request.id, "deadline_warning")
+    assert message.recipient == OWNER
+    assert message.subject == f"Request {request.id} (Acme GmbH): processing due in 11 h 59 min"
+    for part in (message.body, message.html):
+        assert "16 March 2026, 09:00 UTC" in part
+        assert "It is met when the request is closed, at most 14 days after it was received." in part
+    assert workflow.flag_missed_deadlines() == 0  # warned once
+
+    clock.freeze(received + timedelta(days=14))  # due exactly now is not yet missed
+    assert workflow.flag_missed_deadlines() == 0
+    assert not workflow.is_overdue(request, clock.now())
+
+    clock.freeze(received + timedelta(days=14, seconds=1))
+    assert workflow.flag_missed_deadlines() == 1
+    assert [e.data for e in events(request.id, "request.deadline_missed")] == [
+        {"deadline": "processing", "status": "export_ready"}]
+    assert workflow.flag_missed_deadlines() == 0  # flagged once
+    now = clock.now()
+    assert workflow.is_overdue(request, now)
+    assert set(db.session.scalars(select(OffboardingRequest.id).where(
+        OffboardingRequest.id.in_([request.id, closed.id]), workflow.overdue(now)))) == {request.id}
+
+    # The closed request met it: never warned, never flagged, never overdue.
+    assert events(closed.id, "request.deadline_warning") == events(closed.id, "request.deadline_missed") == []
+    assert outbox(closed.id, "deadline_warning") == [] and not workflow.is_overdue(closed, now)
 
 
 def test_the_customer_is_told_of_the_extension_and_why(session: None, clock: Any) -> None:

@@ -477,9 +477,8 @@ def test_export_ready_in_time_does_not_miss_the_legal_deadline(session: None,
     request = drive(open_for(make_tenant("DE")), "export_ready")
     db.session.flush()
     clock.freeze(at(2026, 4, 10, 9))
-    now = clock.now()
-    assert not workflow.is_overdue(reloaded(request.id), now)
-    assert workflow.flag_missed_deadlines() == 0
+    assert workflow.flag_missed_deadlines() == 1  # only the 14-day processing limit: it is not closed
+    assert [e.data["deadline"] for e in events(request.id, "request.deadline_missed")] == ["processing"]
 
 
 def _missed_events(request_id: int) -> list[tuple[str, str]]:
@@ -514,10 +513,10 @@ def test_flag_missed_deadlines_audits_each_missed_deadline_once(session: None,
     assert _missed_events(on_time.id) == [("export", "acknowledged")]
 
     clock.freeze(at(2026, 4, 3, 9))
-    assert workflow.flag_missed_deadlines() == 2  # both miss the GDPR month
+    assert workflow.flag_missed_deadlines() == 4  # both miss the GDPR month and the 14 days to closure
     assert workflow.flag_missed_deadlines() == 0
     assert _missed_events(late.id) == [("acknowledgement", "received"), ("export", "received"),
-                                       ("legal", "received")]
-    assert [e.data["deadline"] for e in events(on_time.id, "request.deadline_missed")] == [
-        "export", "legal"]
+                                       ("legal", "received"), ("processing", "received")]
+    assert sorted(e.data["deadline"] for e in events(on_time.id, "request.deadline_missed")) == [
+        "export", "legal", "processing"]
     assert events(gone.id, "request.deadline_missed") == []

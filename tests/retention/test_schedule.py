@@ -36,7 +36,8 @@ def test_deadline_sweep_runs_on_the_worker_once_per_deadline(session, clock, wor
         work()
     events = db.session.scalars(select(AuditEvent).where(
         AuditEvent.request_id == request.id, AuditEvent.action == "request.deadline_missed")).all()
-    assert sorted(event.data["deadline"] for event in events) == ["acknowledgement", "export", "legal"]
+    assert sorted(event.data["deadline"] for event in events) == ["acknowledgement", "export", "legal",
+                                                                  "processing"]
 
 
 def test_the_audit_checkpoint_runs_every_minute_on_the_worker(session, work) -> None:  # type: ignore[no-untyped-def]
