@@ -17,7 +17,7 @@ from sqlalchemy.orm import selectinload
 from audit import checkpoints, keys, log, proofs, search
 from compliance import config, db
 from compliance.api.pagination import paginate
-from compliance.api.schemas import Page, PageArgs, text
+from compliance.api.schemas import Moment, Page, PageArgs, text
 from compliance.auth import public, requires
 from compliance.models import AuditCheckpoint, AuditEvent, AuditLeaf
 
@@ -38,8 +38,8 @@ class EventArgs(PageArgs):
     action = text(64, metadata={"description": "exact, or ending in '.' for every action under it "
                                                "(purge. finds purge.completed)"})
     actor = text(120, metadata={"description": "exact, e.g. user:3, system, customer"})
-    since = fields.AwareDateTime(metadata={"description": "occurred at or after (ISO 8601 with offset)"})
-    until = fields.AwareDateTime(metadata={"description": "occurred before"})
+    since = Moment(metadata={"description": "occurred at or after (ISO 8601 with offset)"})
+    until = Moment(metadata={"description": "occurred before"})
 
 
 class EventOut(Schema):

@@ -10,7 +10,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import select
 
 from compliance.api.pagination import paginate
-from compliance.api.schemas import Page, PageArgs, Strict, one_of, text
+from compliance.api.schemas import Moment, Page, PageArgs, Strict, one_of, text
 from compliance.api.writes import writes
 from compliance.auth import current_principal, requires
 from compliance.models import BackupSnapshot, backup_snapshot_tenants
@@ -22,7 +22,7 @@ MAX_ID = 2**63 - 1
 
 
 class SnapshotIn(Strict):
-    taken_at = fields.AwareDateTime(required=True, metadata={"description": "ISO 8601 with offset"})
+    taken_at = Moment(required=True, metadata={"description": "ISO 8601 with offset"})
     location = text(1000, required=True, metadata={
         "description": "where the snapshot lives: a directory path or s3://bucket/prefix"})
     object = text(1000, required=True, metadata={"description": "the snapshot's object name or prefix there"})

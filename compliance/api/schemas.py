@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
@@ -28,6 +29,18 @@ def text(max_length: int, **kwargs: Any) -> fields.String:
 
 def one_of(choices: tuple[str, ...], **kwargs: Any) -> fields.String:
     return fields.String(validate=validate.OneOf(choices), **kwargs)
+
+
+class Moment(fields.AwareDateTime):
+    """An ISO 8601 date and time with its offset, as the UTC instant the database stores:
+    one that has no UTC form (year 1 at +00:01) is a 422 here, not an overflow later."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("the date and time is out of range once converted to UTC") from None
 
 
 class PageArgs(Strict):

@@ -80,3 +80,10 @@ def test_missing_fields_are_named(client: Any, as_role: Any, clock: Any) -> None
     answer = client.post("/api/v1/backups", headers=as_role("admin"), json={})
     assert answer.status_code == 422
     assert set(answer.json["errors"]["json"]) == {"taken_at", "location", "object", "tenant_ids"}
+
+
+def test_a_time_with_no_utc_form_is_refused_by_name(client, as_role) -> None:
+    answer = client.post("/api/v1/backups", headers=as_role("admin"), json={
+        "taken_at": "0001-01-01T00:00:00+00:01", "location": "local", "object_name": "snap-0001"})
+    assert answer.status_code == 422
+    assert "out of range once converted to UTC" in str(answer.get_json()["errors"]["json"]["taken_at"])
