@@ -64,8 +64,7 @@ def invite(request_id: int, *, actor: str) -> Invited | None:
     request = db.session.get(OffboardingRequest, request_id)
     if request is None:
         raise workflow.UnknownRequest(f"no request {request_id}")
-    requester = request.requested_by if "@" in request.requested_by else None
-    recipient = request.tenant.contact_email or requester
+    recipient = workflow.customer_address(request)
     if recipient is None:
         return None
     invitation = SurveyInvitation(request_id=request_id, token_sha256="", created_by=actor,
@@ -80,6 +79,38 @@ def invite(request_id: int, *, actor: str) -> Invited | None:
     audit.record("feedback.invited", actor=actor, tenant_id=request.tenant_id, request_id=request_id,
                  subject=("survey", invitation.id), data={"expires_at": invitation.expires_at.isoformat()})
     return invited
+
+
+def invite_now(request_id: int, *, actor: str) -> Invited:
+    """A person's "send the survey now", instead of waiting for the cron job's delay
+    (WorkflowError with the reason when it may not go)."""
+    request = workflow.locked(request_id)  # two clicks at once: the second waits, then is refused
+    refused = refusal(request)
+    if refused is not None:
+        raise workflow.WorkflowError(refused)
+    invited = invite(request_id, actor=actor)
+    assert invited is not None  # refusal() covers every case in which invite() declines
+    return invited
+
+
+def refusal(request: OffboardingRequest) -> str | None:
+    """Why the request's customer cannot be sent the exit survey now, or None when they can."""
+    invitation = invitation_of(request.id)
+    if invitation is not None:
+        return f"the customer was invited on {invitation.created_at:%-d %B %Y}; the survey is asked once only"
+    if request.status != "closed":
+        return f"the survey follows the closure; this request is {request.status.replace('_', ' ')}"
+    if request.tenant.purged_at is not None:
+        return "the account's data is purged"
+    if request.tenant.no_contact_since is not None:
+        return "the customer asked for no further contact"
+    if workflow.customer_address(request) is None:
+        return "the account has no contact e-mail and the requester gave no address"
+    return None
+
+
+def invitation_of(request_id: int) -> SurveyInvitation | None:
+    return db.session.scalar(select(SurveyInvitation).where(SurveyInvitation.request_id == request_id))
 
 
 def invite_due() -> int:

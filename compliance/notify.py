@@ -5,10 +5,13 @@ caller's transaction, so it exists exactly when the change that causes it commit
 who asked for no further contact gets only what the law requires: anything else is written
 as ``suppressed`` and audited, never silently dropped.
 
-``deliver_pending`` (a cron job) sends due messages one at a time, over SMTP when ``SMTP_URL``
-is set, else as ``.eml`` files under ``instance/mail/`` (development). The outbox row, not
-Redis, holds the retry state: a failed attempt waits ``RETRY_DELAYS`` (1 min, 5 min, 30 min,
-2 h), then the message is ``failed``; a permanent refusal (an SMTP 5xx answer) fails at once.
+``deliver_pending`` sends due messages one at a time, over SMTP when ``SMTP_URL`` is set,
+else as ``.eml`` files under ``instance/mail/`` (development). The outbox row, not Redis,
+holds the retry state: a failed attempt waits ``RETRY_DELAYS`` (1 min, 5 min, 30 min, 2 h),
+then the message is ``failed``; a permanent refusal (an SMTP 5xx answer) fails at once. It
+runs as a cron job every minute, and is also queued the moment a transaction that wrote a
+message commits (one job at a time, ``KICK_JOB``), so a customer hears within seconds; the
+cron run is the safety net when Redis or the worker was away.
 
 Delivery is at least once. A message is claimed in its own transaction (attempt counted,
 ``next_attempt_at`` pushed ``LEASE`` ahead, under ``FOR UPDATE SKIP LOCKED``), sent with no
@@ -32,10 +35,14 @@ from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, or_, select
+import structlog
+from redis.exceptions import RedisError
+from rq.exceptions import DuplicateJobError
+from sqlalchemy import Select, event, or_, select
+from sqlalchemy.orm import Session
 
 import audit
-from compliance import clock, config, db, messages
+from compliance import clock, config, db, messages, queues
 from compliance.models import OffboardingRequest, OutboxMessage, Tenant
 
 STATUSES = ("pending", "sent", "failed", "suppressed")
@@ -44,6 +51,10 @@ RETRY_DELAYS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 LEASE = timedelta(minutes=10)  # a claimed message is left alone this long: far above any SMTP timeout
 LONGEST_ERROR = 500
+KICK_JOB = "deliver-outbox-now"
+KICK_FLAG = "offboard.outbox_written"  # in Session.info: this transaction wrote a pending message
+
+log = structlog.get_logger("offboard.notify")
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,8 @@ def send(kind: str, context: dict[str, Any], *, recipient: str, actor: str, tena
                             tenant_id=tenant_id, request_id=request_id, meta=meta or {})
     db.session.add(message)
     db.session.flush()
+    if since is None:
+        db.session.info[KICK_FLAG] = True
     facts = {"kind": kind, "recipient": recipient}
     if since is not None:
         facts["no_contact_since"] = since.isoformat()
@@ -90,6 +103,29 @@ def deliver_pending() -> int:
             continue
         sent += _sent(message.id, answer)
     return sent
+
+
+def kick() -> None:
+    """Queue a delivery run now, unless one is already waiting. Best effort: with Redis away the
+    message still goes at the next cron run, so a failure here never undoes the commit."""
+    try:
+        queues.queue("default").enqueue(deliver_pending, job_id=KICK_JOB, unique=True, result_ttl=0,
+                                        failure_ttl=60, ttl=600)
+    except DuplicateJobError:
+        pass  # a queued run will take this message too
+    except (RedisError, RuntimeError) as error:  # RuntimeError: Redis not configured in this process
+        log.warning("outbox.kick_failed", error=f"{type(error).__name__}: {error}")
+
+
+@event.listens_for(Session, "after_commit")
+def _kick_after_commit(session: Session) -> None:
+    if session.info.pop(KICK_FLAG, False):
+        kick()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(KICK_FLAG, None)
 
 
 def email_of(message: OutboxMessage) -> EmailMessage:

@@ -1,5 +1,6 @@
-"""Exit feedback pages: the CSV for product teams and the win-back flag on a closed request
-(the same services and schemas as ``/api/v1/feedback.csv`` and ``/api/v1/requests/<id>/winback``)."""
+"""Exit feedback pages: the CSV for product teams, "send the survey now" and the win-back flag on a
+closed request (the same services and schemas as ``/api/v1/feedback.csv``,
+``/api/v1/requests/<id>/survey`` and ``/api/v1/requests/<id>/winback``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 
-from compliance import db, winback
+from compliance import db, feedback, winback
 from compliance.admin import bp
 from compliance.admin.forms import load
 from compliance.api.feedback import WinbackIn, csv_response
@@ -19,6 +20,17 @@ from compliance.models import OffboardingRequest
 @requires("admin", "csm")
 def feedback_csv() -> Response:
     return csv_response()
+
+
+@bp.route("/requests/<id:request_id>/survey", methods=["POST"])
+@requires("admin", "csm")
+def send_survey(request_id: int) -> Any:
+    _request_or_404(request_id)
+    invited = feedback.invite_now(request_id, actor=current_principal().actor)
+    db.session.commit()
+    flash(f"The exit survey is on its way; its link works until {invited.invitation.expires_at:%-d %B %Y}.",
+          "ok")
+    return redirect(url_for("admin.request", request_id=request_id))
 
 
 @bp.route("/requests/<id:request_id>/winback")

@@ -12,7 +12,7 @@ from typing import Any
 from flask import abort, jsonify, render_template
 from sqlalchemy import select
 
-from compliance import clock, db, saves, workflow
+from compliance import clock, config, db, feedback, saves, workflow
 from compliance.admin import bp, formatting
 from compliance.admin.formatting import label
 from compliance.api.exports import ExportSummaryOut
@@ -33,6 +33,10 @@ ACTIONS = {
     "request.access_reduced": "Access reduced",
     "request.closed": "Closed",
     "request.feedback_collected": "Feedback collected",
+    "feedback.invited": "Exit survey sent",
+    "feedback.submitted": "Customer answered the exit survey",
+    "winback.flagged": "Flagged for win-back",
+    "winback.reminded": "Win-back due: owner e-mailed",
     "request.withdrawn": "Withdrawn",
     "request.failed": "Marked as failed",
     "request.deadline_extended": "Legal deadline extended",
@@ -95,7 +99,7 @@ def page(offboarding: OffboardingRequest, *, code: int = 200, errors: dict[str, 
         finished=export is None or export.status in FINISHED,
         links=_links(offboarding.id),
         timeline=_timeline(offboarding.id), plan=workflow.plan(offboarding.received_at, now.date()),
-        phases=PHASES)
+        phases=PHASES, survey=_survey(offboarding))
     return (html, code) if code != 200 else html
 
 
@@ -103,6 +107,14 @@ def _save(offboarding: OffboardingRequest, now: datetime) -> dict[str, Any]:
     eligible, reason = saves.eligibility(offboarding, now)
     return {"eligible": eligible, "reason": reason, "attempts": saves.attempts(offboarding.id),
             "max": saves.limit(offboarding)}
+
+
+def _survey(offboarding: OffboardingRequest) -> dict[str, Any] | None:
+    """The exit survey's state once the request is closed: sent (and answered), or why it will not be."""
+    if offboarding.status not in ("closed", "feedback_collected"):
+        return None
+    return {"invitation": feedback.invitation_of(offboarding.id), "refusal": feedback.refusal(offboarding),
+            "delay_hours": config.current().survey_delay_hours}
 
 
 def request_or_404(request_id: int) -> OffboardingRequest:

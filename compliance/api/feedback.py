@@ -12,7 +12,7 @@ from compliance import feedback, winback
 from compliance.api.schemas import Strict
 from compliance.api.writes import writes
 from compliance.auth import current_principal, requires
-from compliance.models import WinbackReminder
+from compliance.models import SurveyInvitation, WinbackReminder
 
 blp = Blueprint("feedback", __name__, url_prefix="/api/v1",
                 description="Exit survey answers and win-back reminders")
@@ -38,6 +38,14 @@ class WinbackOut(Schema):
     created_at = fields.DateTime()
 
 
+class SurveyInvitationOut(Schema):
+    id = fields.Integer()
+    request_id = fields.Integer()
+    expires_at = fields.DateTime(metadata={"description": "the link works until then, for one answer"})
+    created_by = fields.String()
+    created_at = fields.DateTime()
+
+
 @blp.route("/feedback.csv", methods=["GET"])
 @requires("admin", "csm")
 @blp.alt_response(200, description="text/csv: a header row, then one row per answered survey")
@@ -51,6 +59,18 @@ def csv_response() -> Response:
     return Response(stream_with_context(feedback.csv_lines()), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{CSV_NAME}"',
                              "Cache-Control": "no-store"})
+
+
+@blp.route("/requests/<id:request_id>/survey", methods=["POST"])
+@requires("admin", "csm")
+@blp.response(201, SurveyInvitationOut)
+@blp.alt_response(404, description="no such request")
+@blp.alt_response(409, description="not closed, already invited, purged, no contact wanted, or no address")
+@writes
+def send_survey(request_id: int) -> SurveyInvitation:
+    """Send the exit survey invitation now rather than a day after the closure (the cron job's
+    delay). The link goes to the customer only: it is not in this answer."""
+    return feedback.invite_now(request_id, actor=current_principal().actor).invitation
 
 
 @blp.route("/requests/<id:request_id>/winback", methods=["POST"])

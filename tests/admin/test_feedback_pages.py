@@ -88,3 +88,37 @@ def test_winback_form_errors_roles_and_csrf(staff, clock) -> None:
     assert legal.post(f"/admin/requests/{request.id}/winback", {"months": "6"}).status_code == 403
     assert db.session.scalar(select(func.count()).select_from(WinbackReminder)) == 0
     assert csm.get("/admin/requests/999999/winback").status_code == 404
+
+
+def test_request_page_sends_the_survey_now_once(staff, clock) -> None:
+    request = closed(days_ago=0)
+    csm = staff("csm")
+    page = csm.get(f"/admin/requests/{request.id}").get_data(as_text=True)
+    assert "Send the survey now" in page and f'href="/admin/requests/{request.id}/winback"' in page
+    done = csm.post(f"/admin/requests/{request.id}/survey")
+    assert done.status_code == 302 and done.location == f"/admin/requests/{request.id}"
+    message = db.session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "survey_invitation")).one()
+    assert message.recipient == "cfo@kestrel.example"
+    after = csm.get(f"/admin/requests/{request.id}").get_data(as_text=True)
+    assert "The exit survey is on its way" in after and "The customer was invited on" in after
+    assert "Send the survey now" not in after and "Exit survey sent" in after  # in the timeline too
+    again = csm.post(f"/admin/requests/{request.id}/survey")
+    assert again.status_code == 409 and "asked once only" in again.get_data(as_text=True)
+    assert db.session.scalar(select(func.count()).select_from(OutboxMessage)
+                             .where(OutboxMessage.kind == "survey_invitation")) == 1
+
+
+def test_survey_button_only_for_who_may_send_it(staff, clock) -> None:
+    request = closed(days_ago=0, no_contact=True)
+    csm = staff("csm")
+    page = csm.get(f"/admin/requests/{request.id}").get_data(as_text=True)
+    assert "No survey will be sent: the customer asked for no further contact." in page
+    assert "Send the survey now" not in page
+    other = closed("other", days_ago=0)
+    auditor = staff("auditor")
+    seen = auditor.get(f"/admin/requests/{other.id}").get_data(as_text=True)
+    assert "Exit survey and win-back" in seen and "Send the survey now" not in seen
+    assert auditor.post(f"/admin/requests/{other.id}/survey").status_code == 403
+    assert csm.post(f"/admin/requests/{other.id}/survey", csrf=False).status_code == 400
+    assert db.session.scalar(select(func.count()).select_from(OutboxMessage)
+                             .where(OutboxMessage.kind == "survey_invitation")) == 0

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -31,6 +31,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SERIOUS = ("serious", "critical")
 KEY_LINE = re.compile(r"^\s+(ob_[0-9a-f]{12}_[A-Za-z0-9_-]{43})\s*$")
 DEMO_TENANT_ID = 1
+PASSWORD = "correct horse battery staple"  # every member of staff the browser tests sign in as
+PHONE = {"width": 375, "height": 812}
+DESKTOP = {"width": 1280, "height": 900}
 
 
 def free_port() -> int:
@@ -219,3 +222,80 @@ def check_page(page: Page, shots: Path, name: str) -> None:
     width = page.viewport_size["width"] if page.viewport_size else 0
     assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{name} scrolls sideways"
     page.screenshot(path=str(shots / f"{name}-{width}.png"), full_page=True)
+
+
+class Person:
+    """One member of staff in their own browser context, signed in through the sign-in page."""
+
+    def __init__(self, browser: Browser, base: str, email: str, shots: Path,
+                 viewport: dict[str, int]) -> None:
+        self.base, self.shots = base, shots
+        self.context: BrowserContext = browser.new_context(viewport=viewport, accept_downloads=True,
+                                                           bypass_csp=True)  # axe is injected
+        self.page: Page = self.context.new_page()
+        self.problems: list[str] = []
+        self.page.on("pageerror", lambda error: self.problems.append(str(error)))
+        self.page.on("console", lambda message: self.problems.append(message.text)
+                     if message.type == "error" and "status of 4" not in message.text else None)
+        self.page.goto(f"{base}/admin/")
+        assert "/admin/sign-in" in self.page.url
+        self.page.get_by_label("Email").fill(email)
+        self.page.get_by_label("Password").fill(PASSWORD)
+        self.page.get_by_role("button", name="Sign in").click()
+        assert self.page.url == f"{base}/admin/", self.page.url
+
+    def open(self, path: str, name: str) -> Page:
+        """Go to a page and check it as a person and an accessibility checker would."""
+        answer = self.page.goto(f"{self.base}{path}")
+        assert answer is not None and answer.status == 200, (path, answer and answer.status)
+        self.check(name)
+        return self.page
+
+    def check(self, name: str) -> None:
+        check_page(self.page, self.shots, name)
+
+    def close(self) -> None:
+        assert not self.problems, self.problems
+        self.context.close()
+
+
+def create_user(env: dict[str, str], role: str) -> str:
+    email = f"{role}@offboard.example"
+    made = subprocess.run([sys.executable, "-m", "compliance.cli", "users", "create", "--email", email,
+                           "--name", f"{role.title()} Person", "--role", role],
+                          env={**env, "OFFBOARD_PASSWORD": PASSWORD}, capture_output=True, text=True,
+                          timeout=60)
+    assert made.returncode == 0, made.stderr
+    return email
+
+
+def database(env: dict[str, str]) -> Any:
+    sqlite = Path(env["OFFBOARD_INSTANCE_DIR"]) / "offboard.db"
+    return create_engine(env.get("DATABASE_URL") or f"sqlite:///{sqlite}")
+
+
+@pytest.fixture
+def people(service: Any, service_env: dict[str, str], browser: Browser, shots: Path) -> Iterator[Any]:
+    service.admin_key()  # up, migrated and seeded
+    opened: list[Person] = []
+
+    def sign_in(role: str, viewport: dict[str, int] = DESKTOP) -> Person:
+        opened.append(Person(browser, service.base, create_user(service_env, role), shots, viewport))
+        return opened[-1]
+
+    yield sign_in
+    for person in opened:
+        person.close()
+
+
+def answer_survey(page: Page, *, reason: str, better: str, rating: int, come_back: str,
+                  recommend: int) -> None:
+    """Fill in and send the exit survey as a customer would, by its labels."""
+    page.get_by_label(reason).check()
+    page.get_by_label("2. What could we have done better?").fill(better)
+    page.get_by_role("group", name="3. Overall, how would you rate your experience?").get_by_label(
+        str(rating), exact=True).check()
+    page.get_by_label(come_back).check()
+    page.get_by_role("group", name="5. How likely are you to recommend us to a colleague?").get_by_label(
+        str(recommend), exact=True).check()
+    page.get_by_role("button", name="Send my answers").click()

@@ -13,88 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page
-from sqlalchemy import create_engine, text
+from playwright.sync_api import Browser
+from sqlalchemy import text
 
-from tests.e2e.conftest import DEMO_TENANT_ID, check_page
+from tests.e2e.conftest import DEMO_TENANT_ID, PHONE, database
 
 pytestmark = pytest.mark.e2e
-PASSWORD = "correct horse battery staple"
-PHONE = {"width": 375, "height": 812}
-DESKTOP = {"width": 1280, "height": 900}
 CHECKS_ONLY = {"/admin/audit/verify", "/admin/certificates/verify"}  # forms that verify and change nothing
-
-
-class Person:
-    """One member of staff in their own browser context, signed in through the sign-in page."""
-
-    def __init__(self, browser: Browser, base: str, email: str, shots: Path,
-                 viewport: dict[str, int]) -> None:
-        self.base, self.shots = base, shots
-        self.context: BrowserContext = browser.new_context(viewport=viewport, accept_downloads=True,
-                                                           bypass_csp=True)  # axe is injected
-        self.page: Page = self.context.new_page()
-        self.problems: list[str] = []
-        self.page.on("pageerror", lambda error: self.problems.append(str(error)))
-        self.page.on("console", lambda message: self.problems.append(message.text)
-                     if message.type == "error" and "status of 4" not in message.text else None)
-        self.page.goto(f"{base}/admin/")
-        assert "/admin/sign-in" in self.page.url
-        self.page.get_by_label("Email").fill(email)
-        self.page.get_by_label("Password").fill(PASSWORD)
-        self.page.get_by_role("button", name="Sign in").click()
-        assert self.page.url == f"{base}/admin/", self.page.url
-
-    def open(self, path: str, name: str) -> Page:
-        """Go to a page and check it as a person and an accessibility checker would."""
-        answer = self.page.goto(f"{self.base}{path}")
-        assert answer is not None and answer.status == 200, (path, answer and answer.status)
-        self.check(name)
-        return self.page
-
-    def check(self, name: str) -> None:
-        check_page(self.page, self.shots, name)
-
-    def close(self) -> None:
-        assert not self.problems, self.problems
-        self.context.close()
-
-
-def create_user(env: dict[str, str], role: str) -> str:
-    email = f"{role}@offboard.example"
-    made = subprocess.run([sys.executable, "-m", "compliance.cli", "users", "create", "--email", email,
-                           "--name", f"{role.title()} Person", "--role", role],
-                          env={**env, "OFFBOARD_PASSWORD": PASSWORD}, capture_output=True, text=True,
-                          timeout=60)
-    assert made.returncode == 0, made.stderr
-    return email
-
-
-def database(env: dict[str, str]) -> Any:
-    sqlite = Path(env["OFFBOARD_INSTANCE_DIR"]) / "offboard.db"
-    return create_engine(env.get("DATABASE_URL") or f"sqlite:///{sqlite}")
-
-
-@pytest.fixture
-def people(service: Any, service_env: dict[str, str], browser: Browser, shots: Path) -> Iterator[Any]:
-    service.admin_key()  # up, migrated and seeded
-    opened: list[Person] = []
-
-    def sign_in(role: str, viewport: dict[str, int] = DESKTOP) -> Person:
-        opened.append(Person(browser, service.base, create_user(service_env, role), shots, viewport))
-        return opened[-1]
-
-    yield sign_in
-    for person in opened:
-        person.close()
 
 
 def test_a_csm_runs_an_offboarding_and_the_customer_downloads(service: Any, people: Any, browser: Browser,

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser
 
-from tests.e2e.conftest import check_page
+from tests.e2e.conftest import PHONE, answer_survey, check_page
 
 pytestmark = pytest.mark.e2e
-PHONE = {"width": 375, "height": 812}
 # What the hourly job does a day after closure, now: create the link and queue the invitation.
 INVITE = """
 import sys
@@ -46,14 +45,8 @@ def test_the_customer_answers_the_exit_survey_once(service: Any, service_env: di
     assert opened.headers["cache-control"] == "no-store"
     assert opened.headers["referrer-policy"] == "no-referrer"
     check_page(page, shots, "survey")
-    page.get_by_label("Too expensive").check()
-    page.get_by_label("2. What could we have done better?").fill("Cheaper seats for small teams")
-    page.get_by_role("group", name="3. Overall, how would you rate your experience?").get_by_label(
-        "8", exact=True).check()
-    page.get_by_label("Maybe").check()
-    page.get_by_role("group", name="5. How likely are you to recommend us to a colleague?").get_by_label(
-        "9", exact=True).check()
-    page.get_by_role("button", name="Send my answers").click()
+    answer_survey(page, reason="Too expensive", better="Cheaper seats for small teams", rating=8,
+                  come_back="Maybe", recommend=9)
     assert page.locator("h1").inner_text() == "Thank you"
     check_page(page, shots, "survey-thanks")
 
