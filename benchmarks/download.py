@@ -18,18 +18,20 @@ What it does (see docs/performance.md, "Download"):
    pseudo-random hex text (deflate shrinks it to 56 %) sealed with ``exporters.delivery.seal``
    and published under the export's ``bundle_name``, and issues one link per bundle
    (``exporters.links.issue``) good for every download the run makes;
-2. starts the production server exactly as ``offboard run`` does (``python -m gunicorn
-   --workers 1 --threads 8 ... 'compliance.app:create_app()'``, OFFBOARD_ENV=production) on a
-   free loopback port, and nginx (``daemon off``, ``sendfile on``) serving the plaintext files;
+2. starts the production server exactly as ``offboard run`` does (``launcher.web_argv``:
+   ``python -m gunicorn --workers N --threads 8 ... 'compliance.app:create_app()'``, N one per
+   core unless ``OFFBOARD_WEB_WORKERS`` says, OFFBOARD_ENV=production) on a free loopback port,
+   and nginx (``daemon off``, ``sendfile on``) serving the plaintext files;
 3. times ``curl -s -o /dev/null -w '%{speed_download}'``: at ``--small-mb`` first (the first
    download, checked against the plaintext's sha256, then ``--repeat`` single streams, then
    ``--concurrency`` curls at once), then at ``--size-mb``: the object's first download apart
    (the server verifies a new object once), ``--repeat`` single streams alternating nginx and
    Offboard (the median counts), and ``--concurrency`` curls at once against each (aggregate =
    all bytes / wall time). Downloads are paced to stay under the rate limit (60 a minute);
-4. samples the gunicorn worker's memory (/proc/<pid>/status every 20 ms, and its VmHWM after
-   each size), the CPU time of the serving processes and of curl, and how busy the machine is;
-5. ``--profile``: runs py-spy on the worker during five more single streams and one more
+4. samples the gunicorn workers' memory (/proc/<pid>/status every 20 ms, and the VmHWM after
+   each size; the largest worker counts), the CPU time of all the serving processes and of
+   curl, and how busy the machine is;
+5. ``--profile``: runs py-spy on the first worker during five more single streams and one more
    concurrent round, and prints where the serving threads spend their time.
 
 Throughput is in MB/s of 10^6 bytes (curl's speed_download / 1e6); sizes and memory in MiB.
@@ -269,19 +271,21 @@ def setup_app(env: dict[str, str], bundles: dict[str, tuple[Path, str]], downloa
 # -- the servers --------------------------------------------------------------------------------
 
 
-def start_gunicorn(res: Resources, env: dict[str, str], port: int, log: Path) -> psutil.Process:
-    """The web process exactly as ``compliance.launcher.run`` starts it; returns its worker."""
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--threads", "8", "--graceful-timeout", "10", "--no-control-socket",
-            "compliance.app:create_app()"]
+def start_gunicorn(res: Resources, env: dict[str, str], port: int, log: Path) -> list[psutil.Process]:
+    """The web server exactly as ``compliance.launcher.run`` starts it (one worker per core by
+    default, ``OFFBOARD_WEB_WORKERS``); returns its workers."""
+    from compliance import config, launcher
+
+    workers = config.load(env).web_workers
+    argv = launcher.web_argv("127.0.0.1", port, workers)
     res.logs.append(log)
     with open(log, "wb") as output:
         master = res.spawn(argv, env=env, stdout=output, stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}/healthz", master, log)
-    workers = psutil.Process(master.pid).children()
-    if len(workers) != 1:
-        raise SystemExit(f"expected one gunicorn worker, found {len(workers)}")
-    return workers[0]
+    started = psutil.Process(master.pid).children()
+    if len(started) != workers:
+        raise SystemExit(f"expected {workers} gunicorn workers, found {len(started)}")
+    return started
 
 
 NGINX_CONF = """\
@@ -435,12 +439,13 @@ def transfer(urls: list[str], size: int, server: list[Any], output: str = "/dev/
 
 
 class Sampler:
-    """The worker's memory from /proc/<pid>/status every 20 ms: peak VmRSS and RssAnon per phase."""
+    """The workers' memory from /proc/<pid>/status every 20 ms: per phase, the peak VmRSS and
+    RssAnon of the largest worker (memory must stay flat in each process)."""
 
     FIELDS = ("VmRSS", "RssAnon", "VmHWM")
 
-    def __init__(self, pid: int) -> None:
-        self.pid, self.phase = pid, "start"
+    def __init__(self, pids: list[int]) -> None:
+        self.pids, self.phase = pids, "start"
         self.peaks: dict[str, dict[str, float]] = {}
         self.running = True
         self.first = self.read()
@@ -448,11 +453,12 @@ class Sampler:
         self.thread.start()
 
     def read(self) -> dict[str, float]:
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        found = {}
-        for field in self.FIELDS:
-            match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
-            found[field] = int(match.group(1)) / 1024 if match else 0.0
+        found = dict.fromkeys(self.FIELDS, 0.0)
+        for pid in self.pids:
+            status = Path(f"/proc/{pid}/status").read_text()
+            for field in self.FIELDS:
+                match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
+                found[field] = max(found[field], int(match.group(1)) / 1024 if match else 0.0)
         return found
 
     def _run(self) -> None:
@@ -554,7 +560,7 @@ class Setup:
     bundles: dict[str, tuple[Path, str]]  # label -> (plaintext file, its sha256)
     serve: dict[str, LinkPool]
     nginx_urls: dict[str, str]
-    worker: psutil.Process  # gunicorn's one worker
+    workers: list[psutil.Process]  # gunicorn's workers
     nginx_workers: list[psutil.Process]
 
 
@@ -590,7 +596,7 @@ def prepare(args: argparse.Namespace, res: Resources) -> Setup:
               file=sys.stderr)
     # Only what the service reads: a shell's own OFFBOARD_* settings must not leak into the run.
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith("OFFBOARD_")
+           if not key.startswith("OFFBOARD_") or key == "OFFBOARD_WEB_WORKERS"
            and key not in ("DATABASE_URL", "REDIS_URL", "PORT", "GUNICORN_CMD_ARGS")}
     os.environ.pop("OFFBOARD_MASTER_KEY", None)  # keys.py reads it directly: use the private keys dir
     app_port, nginx_port = free_port(), free_port()
@@ -605,24 +611,24 @@ def prepare(args: argparse.Namespace, res: Resources) -> Setup:
           file=sys.stderr)
 
     env.update(OFFBOARD_ENV="production", OFFBOARD_SECRET_KEY=secrets.token_urlsafe(48))
-    worker = start_gunicorn(res, env, app_port, work / "gunicorn.log")
+    workers = start_gunicorn(res, env, app_port, work / "gunicorn.log")
     nginx = start_nginx(res, work / "nginx", www, nginx_port, bundles["small"][0].name)
     serve = {label: LinkPool([f"http://127.0.0.1:{app_port}/d/{token}/bundle.zip" for token in found],
                              planned[label])
              for label, found in tokens.items()}
     files = {label: f"http://127.0.0.1:{nginx_port}/{plain.name}" for label, (plain, _) in bundles.items()}
-    return Setup(work, bundles, serve, files, worker, [nginx, *nginx.children()])
+    return Setup(work, bundles, serve, files, workers, [nginx, *nginx.children()])
 
 
 def measure(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
     """The small bundle first (so the worker's high-water mark then belongs to it), then the big
     one, single streams alternating between nginx and Offboard, then the concurrent rounds."""
-    worker, nginx = [setup.worker], setup.nginx_workers
+    worker, nginx = setup.workers, setup.nginx_workers
     serve_small, serve_big = setup.serve["small"], setup.serve["big"]
     nginx_big = setup.nginx_urls["big"]
     n = args.concurrency
-    sampler, pace = Sampler(setup.worker.pid), Pace()
-    results: dict[str, Any] = {"rss_start": sampler.first}
+    sampler, pace = Sampler([process.pid for process in setup.workers]), Pace()
+    results: dict[str, Any] = {"rss_start": sampler.first, "web_workers": len(setup.workers)}
     try:
         size = args.small_mb * MIB
         sampler.phase = "small"
@@ -665,11 +671,12 @@ def measure(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
         if args.profile:
             pace.before(PROFILE_SINGLE)
             results["profile_single"] = profile(
-                setup.worker.pid, setup.work,
+                setup.workers[0].pid, setup.work,
                 lambda: [transfer(serve_big.take(), size, worker) for _ in range(PROFILE_SINGLE)], "single")
             pace.before(n)
             results["profile_concurrent"] = profile(
-                setup.worker.pid, setup.work, lambda: transfer(serve_big.take(n), size, worker), "concurrent")
+                setup.workers[0].pid, setup.work, lambda: transfer(serve_big.take(n), size, worker),
+                "concurrent")
             if args.keep_profiles:
                 keep = Path(args.keep_profiles)
                 keep.mkdir(parents=True, exist_ok=True)
@@ -742,7 +749,8 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
 
     summary: dict[str, Any] = {
         "size_mb": args.size_mb, "small_mb": args.small_mb, "repeat": args.repeat,
-        "concurrency": n, "cores": cores, "database": "sqlite" if args.sqlite else "postgresql",
+        "concurrency": n, "cores": cores, "web_workers": results["web_workers"],
+        "database": "sqlite" if args.sqlite else "postgresql",
         "code": code_version(),
         "serve_mb_s": round(serve, 1), "serve_runs": [round(r.mb_s, 1) for r in big["single"]],
         "nginx_mb_s": round(nginx, 1), "nginx_runs": [round(r.mb_s, 1) for r in big["nginx_single"]],

@@ -23,6 +23,7 @@ MIN_SECRET_LENGTH = 32
 SMTP_PORTS = {"smtp": 25, "smtps": 465}  # the scheme's port when SMTP_URL names none
 SMTP_TIMEOUT = 30.0  # seconds for each step of an SMTP conversation
 DEFAULT_MAIL_FROM = "Offboard <no-reply@offboard.invalid>"
+MAX_DEFAULT_WEB_WORKERS = 8  # each worker holds about 170 MB; set OFFBOARD_WEB_WORKERS for more
 VALUE_TIERS = ("standard", "premium", "enterprise", "strategic")  # an account's value, lowest to highest
 
 
@@ -64,6 +65,7 @@ class Settings:
     mail_from: str
     approval_tier: str = "enterprise"  # requests of accounts at or above it need a second person's approval
     survey_delay_hours: int = 24  # the exit survey is sent this long after a request closes
+    web_workers: int = 1  # gunicorn worker processes `offboard run` starts
 
     @property
     def embedded_redis_path(self) -> Path:
@@ -100,8 +102,15 @@ def load(environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
         mail_from=_mail_from(env_vars.get("OFFBOARD_MAIL_FROM") or DEFAULT_MAIL_FROM),
         approval_tier=_tier(env_vars.get("OFFBOARD_APPROVAL_TIER") or "enterprise"),
         survey_delay_hours=_positive_int(env_vars, "OFFBOARD_SURVEY_DELAY_HOURS", 24),
+        web_workers=_positive_int(env_vars, "OFFBOARD_WEB_WORKERS", default_web_workers()),
         audit_origin=_origin(env_vars.get("OFFBOARD_AUDIT_ORIGIN") or f"{urlsplit(public_url).netloc}/audit"),
     )
+
+
+def default_web_workers() -> int:
+    """One gunicorn worker per core this process may run on, at most ``MAX_DEFAULT_WEB_WORKERS``:
+    a download decrypts in Python, so one process serves at most about one core's worth."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_WEB_WORKERS))
 
 
 def _origin(value: str) -> str:

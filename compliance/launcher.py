@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,25 @@ from compliance import config, db, queues, schema, seed
 from compliance.config import Settings
 
 STOP_TIMEOUT = 15.0
+
+
+def web_argv(host: str, port: int, workers: int) -> list[str]:
+    """The production web server: gunicorn, ``workers`` processes of 8 threads each (the
+    download benchmark starts exactly this)."""
+    return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--threads", "8", "--graceful-timeout", "10", "--no-control-socket",
+            "compliance.app:create_app()"]
+
+
+def web_env(env: dict[str, str], settings: Settings) -> dict[str, str]:
+    """With several web workers, /metrics must add up every worker's counters: prometheus_client's
+    multiprocess mode, in a directory emptied at each start (unless one is configured)."""
+    if settings.web_workers == 1 or env.get("PROMETHEUS_MULTIPROC_DIR"):
+        return env
+    folder = settings.instance_dir / "prometheus"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700)
+    return {**env, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
 
 
 def run(host: str, port: int) -> int:
@@ -33,14 +53,13 @@ def run(host: str, port: int) -> int:
         # One embedded Redis for every child, shared through its unix socket.
         env["REDIS_URL"] = "unix://" + queues.start_embedded(settings.embedded_redis_path)
     children = {
-        "web": [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "1",
-                "--threads", "8", "--graceful-timeout", "10", "--no-control-socket",
-                "compliance.app:create_app()"],
+        "web": web_argv(host, port, settings.web_workers),
         "worker": [sys.executable, "-m", "compliance.cli", "worker"],
         "cron": [sys.executable, "-m", "compliance.cli", "cron"],
     }
+    envs = {"web": web_env(env, settings)}
     # Own process groups: Ctrl-C reaches only this supervisor, which stops each child once.
-    processes = {name: subprocess.Popen(argv, env=env, process_group=0)
+    processes = {name: subprocess.Popen(argv, env=envs.get(name, env), process_group=0)
                  for name, argv in children.items()}
     _announce(settings, host, port, admin_key, first_user)
     stopping: list[int] = []

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import stat
 
 import pytest
 
-from compliance import config
+from compliance import config, launcher
 
 
 def test_defaults_live_under_the_instance_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -44,7 +45,8 @@ def test_production_accepts_a_real_secret(tmp_path) -> None:  # type: ignore[no-
 
 
 @pytest.mark.parametrize(("name", "value"), [("OFFBOARD_ENV", "staging"),
-                                             ("OFFBOARD_MAX_REQUEST_BYTES", "-1")])
+                                             ("OFFBOARD_MAX_REQUEST_BYTES", "-1"),
+                                             ("OFFBOARD_WEB_WORKERS", "0")])
 def test_bad_values_are_named(tmp_path, name, value) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(config.ConfigError, match=name):
         config.load({"OFFBOARD_INSTANCE_DIR": str(tmp_path), name: value})
@@ -82,3 +84,12 @@ def test_mail_from_is_one_address(tmp_path) -> None:  # type: ignore[no-untyped-
     for bad in ("not an address", "a@acme.example\r\nBcc: all@acme.example"):
         with pytest.raises(config.ConfigError, match="OFFBOARD_MAIL_FROM"):
             config.load({**env, "OFFBOARD_MAIL_FROM": bad})
+
+
+def test_one_web_worker_per_core_unless_told(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cores = len(os.sched_getaffinity(0))
+    default = config.load({"OFFBOARD_INSTANCE_DIR": str(tmp_path)}).web_workers
+    assert default == max(1, min(cores, config.MAX_DEFAULT_WEB_WORKERS))
+    told = config.load({"OFFBOARD_INSTANCE_DIR": str(tmp_path), "OFFBOARD_WEB_WORKERS": "3"}).web_workers
+    argv = launcher.web_argv("127.0.0.1", 8000, told)
+    assert argv[argv.index("--workers") + 1] == "3" and argv[-1] == "compliance.app:create_app()"

@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -57,4 +60,31 @@ def test_second_start_does_not_print_a_new_key(service_env: dict[str, str],
         time.sleep(0.2)
     assert "admin API key exists" in service.output
     assert service.key() is None
+    assert service.stop() == 0, service.output
+
+
+def test_several_web_workers_serve_and_metrics_add_them_up(
+        service_env: dict[str, str], start_service: Callable[[], Any]) -> None:
+    service_env["OFFBOARD_WEB_WORKERS"] = "3"
+    service = start_service()
+    service.admin_key()
+    web = next(child for child in psutil.Process(service.process.pid).children()
+               if "gunicorn" in " ".join(child.cmdline()))
+    workers = {worker.pid for worker in web.children()}
+    assert len(workers) == 3
+
+    def healthz_count() -> float:
+        with urllib.request.urlopen(f"{service.base}/metrics", timeout=10) as answer:
+            exposition = answer.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+                   if line.startswith("offboard_http_requests_total{") and 'endpoint="/healthz"' in line)
+
+    before = healthz_count()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert set(pool.map(lambda _: service.call("GET", "/healthz")[0], range(60))) == {200}
+    assert healthz_count() - before == 60  # whichever worker answers /metrics counts them all
+    # Every worker writes its counters where any worker's /metrics reads them (multiprocess mode).
+    folder = Path(service_env["OFFBOARD_INSTANCE_DIR"]) / "prometheus"
+    counted_by = {int(name.stem.rsplit("_", 1)[1]) for name in folder.glob("counter_*.db")}
+    assert counted_by and counted_by <= workers, (counted_by, workers)
     assert service.stop() == 0, service.output
