@@ -596,7 +596,7 @@ def prepare(args: argparse.Namespace, res: Resources) -> Setup:
               file=sys.stderr)
     # Only what the service reads: a shell's own OFFBOARD_* settings must not leak into the run.
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith("OFFBOARD_") or key == "OFFBOARD_WEB_WORKERS"
+           if (not key.startswith("OFFBOARD_") or key == "OFFBOARD_WEB_WORKERS")
            and key not in ("DATABASE_URL", "REDIS_URL", "PORT", "GUNICORN_CMD_ARGS")}
     os.environ.pop("OFFBOARD_MASTER_KEY", None)  # keys.py reads it directly: use the private keys dir
     app_port, nginx_port = free_port(), free_port()
