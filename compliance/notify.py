@@ -79,10 +79,10 @@ def send(kind: str, context: dict[str, Any], *, recipient: str, actor: str, tena
                             tenant_id=tenant_id, request_id=request_id, meta=meta or {})
     db.session.add(message)
     db.session.flush()
+    facts = {"kind": kind, "recipient": recipient}
     if since is None:
         db.session.info[KICK_FLAG] = True
-    facts = {"kind": kind, "recipient": recipient}
-    if since is not None:
+    else:
         facts["no_contact_since"] = since.isoformat()
     audit.record("message.queued" if since is None else "message.suppressed", actor=actor,
                  tenant_id=tenant_id, request_id=request_id, subject=("message", message.id), data=facts)

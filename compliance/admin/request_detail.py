@@ -12,7 +12,7 @@ from typing import Any
 from flask import abort, jsonify, render_template
 from sqlalchemy import select
 
-from compliance import clock, config, db, feedback, saves, workflow
+from compliance import clock, config, db, feedback, saves, winback, workflow
 from compliance.admin import bp, formatting
 from compliance.admin.formatting import label
 from compliance.api.exports import ExportSummaryOut
@@ -111,7 +111,7 @@ def _save(offboarding: OffboardingRequest, now: datetime) -> dict[str, Any]:
 
 def _survey(offboarding: OffboardingRequest) -> dict[str, Any] | None:
     """The exit survey's state once the request is closed: sent (and answered), or why it will not be."""
-    if offboarding.status not in ("closed", "feedback_collected"):
+    if offboarding.status not in winback.LEFT:
         return None
     return {"invitation": feedback.invitation_of(offboarding.id), "refusal": feedback.refusal(offboarding),
             "delay_hours": config.current().survey_delay_hours}
