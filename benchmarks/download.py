@@ -25,9 +25,10 @@ What it does (see docs/performance.md, "Download"):
 3. times ``curl -s -o /dev/null -w '%{speed_download}'``: at ``--small-mb`` first (the first
    download, checked against the plaintext's sha256, then ``--repeat`` single streams, then
    ``--concurrency`` curls at once), then at ``--size-mb``: the object's first download apart
-   (the server verifies a new object once), ``--repeat`` single streams alternating nginx and
-   Offboard (the median counts), and ``--concurrency`` curls at once against each (aggregate =
-   all bytes / wall time). Downloads are paced to stay under the rate limit (60 a minute);
+   (the server verifies a new object once), then ``--repeat`` rounds of one stream from nginx,
+   one from Offboard, ``--concurrency`` curls at once against nginx, the same against Offboard
+   (aggregate = all bytes / wall time); the median of each counts. Downloads are paced to stay
+   under the rate limit (60 a minute);
 4. samples the gunicorn workers' memory (/proc/<pid>/status every 20 ms, and the VmHWM after
    each size; the largest worker counts), the CPU time of all the serving processes and of
    curl, and how busy the machine is;
@@ -604,7 +605,7 @@ def prepare(args: argparse.Namespace, res: Resources) -> Setup:
                PORT=str(app_port), LOG_LEVEL="INFO")
     started = time.perf_counter()
     planned = {"small": 1 + args.repeat + args.concurrency,
-               "big": 1 + args.repeat + args.concurrency
+               "big": 1 + args.repeat * (1 + args.concurrency)
                + (PROFILE_SINGLE + args.concurrency if args.profile else 0)}
     tokens = setup_app(env, bundles, planned)
     print(f"sealed both bundles and issued links in {time.perf_counter() - started:.1f} s",
@@ -621,11 +622,8 @@ def prepare(args: argparse.Namespace, res: Resources) -> Setup:
 
 
 def measure(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
-    """The small bundle first (so the worker's high-water mark then belongs to it), then the big
-    one, single streams alternating between nginx and Offboard, then the concurrent rounds."""
-    worker, nginx = setup.workers, setup.nginx_workers
-    serve_small, serve_big = setup.serve["small"], setup.serve["big"]
-    nginx_big = setup.nginx_urls["big"]
+    """The small bundle first (so the worker's high-water mark then belongs to it), then the big one."""
+    worker, serve_small, serve_big = setup.workers, setup.serve["small"], setup.serve["big"]
     n = args.concurrency
     sampler, pace = Sampler([process.pid for process in setup.workers]), Pace()
     results: dict[str, Any] = {"rss_start": sampler.first, "web_workers": len(setup.workers)}
@@ -650,23 +648,9 @@ def measure(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
 
         size = args.size_mb * MIB
         sampler.phase = "big"
-        transfer([nginx_big], size, nginx)  # nginx's first read of the file
-        pace.before(1)
-        # The object's first download, apart: the server may check a new object once (and cache that).
-        big_first = transfer(serve_big.take(), size, worker)
-        nginx_single: list[Transfer] = []
-        serve_single: list[Transfer] = []
-        for _ in range(args.repeat):  # alternating, so both see the same noise
-            nginx_single.append(transfer([nginx_big], size, nginx))
-            pace.before(1)
-            serve_single.append(transfer(serve_big.take(), size, worker))
-        nginx_concurrent = transfer([nginx_big] * n, size, nginx)
-        pace.before(n)
-        serve_concurrent = transfer(serve_big.take(n), size, worker)
+        results["big"] = _measure_big(args, setup, pace)
         time.sleep(0.1)
-        results["big"] = {"first": big_first, "nginx_single": nginx_single, "single": serve_single,
-                          "nginx_concurrent": nginx_concurrent, "concurrent": serve_concurrent,
-                          "memory": dict(sampler.peaks["big"], VmHWM=sampler.read()["VmHWM"])}
+        results["big"]["memory"] = dict(sampler.peaks["big"], VmHWM=sampler.read()["VmHWM"])
 
         if args.profile:
             pace.before(PROFILE_SINGLE)
@@ -687,6 +671,27 @@ def measure(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
     return results
 
 
+def _measure_big(args: argparse.Namespace, setup: Setup, pace: Pace) -> dict[str, Any]:
+    """The object's first download apart (the server may check a new object once, and cache
+    that), then rounds of one stream and ``--concurrency`` streams from nginx and from Offboard,
+    interleaved so both servers and both loads see the same noise."""
+    size, n = args.size_mb * MIB, args.concurrency
+    worker, nginx = setup.workers, setup.nginx_workers
+    serve, nginx_url = setup.serve["big"], setup.nginx_urls["big"]
+    transfer([nginx_url], size, nginx)  # nginx's first read of the file
+    pace.before(1)
+    runs: dict[str, Any] = {"first": transfer(serve.take(), size, worker), "nginx_single": [], "single": [],
+                            "nginx_concurrent": [], "concurrent": []}
+    for _ in range(args.repeat):
+        runs["nginx_single"].append(transfer([nginx_url], size, nginx))
+        pace.before(1)
+        runs["single"].append(transfer(serve.take(), size, worker))
+        runs["nginx_concurrent"].append(transfer([nginx_url] * n, size, nginx))
+        pace.before(n)
+        runs["concurrent"].append(transfer(serve.take(n), size, worker))
+    return runs
+
+
 def _median_run(runs: list[Transfer]) -> Transfer:
     """The run with the median speed (the lower middle one for an even count)."""
     return sorted(runs, key=lambda run: run.mb_s)[(len(runs) - 1) // 2]
@@ -697,8 +702,10 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
     serve_run, nginx_run = _median_run(big["single"]), _median_run(big["nginx_single"])
     serve, nginx = statistics.median(r.mb_s for r in big["single"]), statistics.median(
         r.mb_s for r in big["nginx_single"])
-    concurrent_run: Transfer = big["concurrent"]
-    ratio, concurrent_ratio = serve / nginx, concurrent_run.mb_s / serve
+    concurrent_run = _median_run(big["concurrent"])
+    concurrent = statistics.median(r.mb_s for r in big["concurrent"])
+    nginx_concurrent = statistics.median(r.mb_s for r in big["nginx_concurrent"])
+    ratio, concurrent_ratio = serve / nginx, concurrent / serve
     cores = psutil.cpu_count() or 1
     n = args.concurrency
 
@@ -715,9 +722,10 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
     line("nginx, sendfile, 1 stream", nginx_run, nginx, runs=big["nginx_single"])
     line("Offboard, 1 stream", serve_run, serve, ">= 300", big["single"])
     line("Offboard, the object's first download", big["first"], big["first"].mb_s)
-    line(f"nginx, {n} streams, aggregate", big["nginx_concurrent"], big["nginx_concurrent"].mb_s)
-    line(f"Offboard, {n} streams, aggregate", concurrent_run, concurrent_run.mb_s,
-         f"{concurrent_ratio:.2f}x1")
+    line(f"nginx, {n} streams, aggregate", _median_run(big["nginx_concurrent"]), nginx_concurrent,
+         runs=big["nginx_concurrent"])
+    line(f"Offboard, {n} streams, aggregate", concurrent_run, concurrent, f"{concurrent_ratio:.2f}x1",
+         big["concurrent"])
     print(f"{'':<38}per stream {' '.join(f'{v:.0f}' for v in concurrent_run.streams)}")
     small_single = statistics.median(r.mb_s for r in small["single"])
     line(f"Offboard, {args.small_mb} MiB, 1 stream", _median_run(small["single"]), small_single,
@@ -730,6 +738,8 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
           f"{small['first'].first_byte_s * 1000:.0f} ms ({args.small_mb} MiB)")
     print("(x nginx: against nginx's single stream; target of the concurrent line: x Offboard's "
           "single stream, >= 1.5)")
+    print(f"bound on {n} streams / 1 stream with the curls on these cores (cores / cores busy during one "
+          f"stream): Offboard {1 / serve_run.machine_busy:.2f}, nginx {1 / nginx_run.machine_busy:.2f}")
 
     start = results["rss_start"]
     print(f"\n{'gunicorn worker memory, MiB':<32}{'peak RSS':>10}{'peak anon':>11}{'VmHWM':>8}")
@@ -755,11 +765,13 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
         "serve_mb_s": round(serve, 1), "serve_runs": [round(r.mb_s, 1) for r in big["single"]],
         "nginx_mb_s": round(nginx, 1), "nginx_runs": [round(r.mb_s, 1) for r in big["nginx_single"]],
         "ratio": round(ratio, 3),
-        "concurrent_mb_s": round(concurrent_run.mb_s, 1),
+        "concurrent_mb_s": round(concurrent, 1),
+        "concurrent_runs": [round(r.mb_s, 1) for r in big["concurrent"]],
         "concurrent_ratio": round(concurrent_ratio, 3),
         "concurrent_streams_mb_s": [round(v, 1) for v in concurrent_run.streams],
-        "nginx_concurrent_mb_s": round(big["nginx_concurrent"].mb_s, 1),
-        "nginx_concurrent_ratio": round(big["nginx_concurrent"].mb_s / nginx, 3),
+        "nginx_concurrent_mb_s": round(nginx_concurrent, 1),
+        "nginx_concurrent_runs": [round(r.mb_s, 1) for r in big["nginx_concurrent"]],
+        "nginx_concurrent_ratio": round(nginx_concurrent / nginx, 3),
         "first_download_mb_s": round(big["first"].mb_s, 1),
         "first_byte_ms": round(serve_run.first_byte_s * 1000, 1),
         "first_download_first_byte_ms": round(big["first"].first_byte_s * 1000, 1),
@@ -773,6 +785,8 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any]:
         "machine_busy_pct_single": pct(serve_run.machine_busy),
         "machine_busy_pct_concurrent": pct(concurrent_run.machine_busy),
         "nginx_machine_busy_pct_single": pct(nginx_run.machine_busy),
+        "concurrent_ratio_bound": round(1 / serve_run.machine_busy, 2),
+        "nginx_concurrent_ratio_bound": round(1 / nginx_run.machine_busy, 2),
         "rss_start_mb": round(start["VmRSS"], 1),
         "peak_rss_mb": round(peak, 1), "peak_rss_mb_small": round(peak_small, 1),
         "peak_anon_mb": round(big["memory"]["RssAnon"], 1),
@@ -814,7 +828,8 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1024, help="the bundle's size in MiB")
     parser.add_argument("--small-mb", type=int, default=64,
                         help="the second bundle, which shows memory is flat")
-    parser.add_argument("--repeat", type=int, default=3, help="single-stream runs (the median counts)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of single and concurrent runs (the median counts)")
     parser.add_argument("--concurrency", type=int, default=8, help="curls at once")
     parser.add_argument("--sqlite", action="store_true",
                         help="a SQLite file in the private instance dir instead of a PostgreSQL database")

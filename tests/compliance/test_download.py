@@ -741,9 +741,10 @@ def test_a_token_with_a_stray_leading_space_or_quote_is_not_logged(client, ready
     assert leaked == []
 
 
-def test_an_interrupted_download_of_a_one_download_link_can_be_resumed(client, ready) -> None:  # type: ignore[no-untyped-def]
+def test_an_interrupted_download_of_a_one_download_link_can_be_resumed(client, ready, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The whole length is charged up front, and what never left is given back when the
     client goes away, so the resume fits in the link's byte budget."""
+    monkeypatch.setattr(crypto, "READ_SEGMENTS", 1)  # pieces of one segment: the bundle is several
     link = issue(client, ready, max_downloads=1)
     response = client.get(link.bundle, buffered=False)
     assert response.status_code == 200

@@ -151,7 +151,7 @@ def test_pyarrow_ipc_stream_through_writer_and_reader() -> None:
     assert result.equals(table)
 
 
-# --- damage: every case raises, and nothing from the damaged segment on is yielded ---------------
+# --- damage: every case raises, and nothing from the damaged segment's batch on is yielded -------
 
 
 def flip(blob: bytes, at: int) -> bytes:
@@ -163,7 +163,8 @@ def assert_refused(blob: bytes, good_segments: int, key: bytes = KEY) -> None:
     with pytest.raises(DecryptionError):
         for chunk in crypto.decrypt_range(reader(blob), len(blob), key, 0, len(blob)):
             yielded.append(chunk)
-    assert b"".join(yielded) == PLAINTEXT[:good_segments * SEGMENT_SIZE]
+    whole_batches = good_segments // crypto.READ_SEGMENTS * crypto.READ_SEGMENTS
+    assert b"".join(yielded) == PLAINTEXT[:whole_batches * SEGMENT_SIZE]
     with pytest.raises(DecryptionError):
         io.BufferedReader(DecryptingReader(reader(blob), len(blob), key)).read()
 
@@ -206,6 +207,19 @@ def test_truncated_inside_a_segment(cut: int, good: int) -> None:
 def test_truncated_to_the_header() -> None:
     assert_refused(BLOB[:HEADER], 0)
     assert_refused(BLOB[:HEADER - 3], 0)
+
+
+def test_damage_past_the_first_batch_yields_that_batch_whole_then_nothing() -> None:
+    plaintext = random.Random(7).randbytes((crypto.READ_SEGMENTS + 4) * SEGMENT_SIZE)
+    blob = encrypt(plaintext)
+    pieces = list(crypto.decrypt_range(reader(blob), len(blob), KEY, 0, len(blob)))
+    assert [len(piece) for piece in pieces] == [crypto.READ_SEGMENTS * SEGMENT_SIZE, 4 * SEGMENT_SIZE]
+    damaged = flip(blob, segment(blob, crypto.READ_SEGMENTS + 2).start + 5)
+    yielded: list[bytes] = []
+    with pytest.raises(DecryptionError, match=f"segment {crypto.READ_SEGMENTS + 2} "):
+        for piece in crypto.decrypt_range(reader(damaged), len(damaged), KEY, 0, len(damaged)):
+            yielded.append(piece)
+    assert yielded == [plaintext[:crypto.READ_SEGMENTS * SEGMENT_SIZE]]
 
 
 def test_swapped_segments() -> None:
