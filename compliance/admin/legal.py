@@ -23,7 +23,7 @@ from compliance.admin import bp, forms
 from compliance.admin.tenant_pages import KIND_CHOICES, Posted, people, render_tenant
 from compliance.api import certificates as certificate_api
 from compliance.api.retention import HoldIn
-from compliance.api.schemas import ReasonIn
+from compliance.api.schemas import ReasonIn, WholeNumber
 from compliance.auth import current_principal, requires
 from compliance.models import DeletionCertificate, LegalHold, Tenant
 from retention import holds
@@ -34,7 +34,7 @@ HORIZON = reports.PURGE_HORIZON  # "upcoming": a purge due within this long (as 
 LISTED = 100  # rows of each list on the page; a tenant's page shows all of its own
 PICKED = 500  # tenants offered in a picker
 MAX_UPLOAD = 512 * 1024  # a certificate cites one event per system: tens of KB, never this
-TENANT_ID = fields.Integer(required=True, validate=validate.Range(1, 2**63 - 1),
+TENANT_ID = WholeNumber(required=True, validate=validate.Range(1, 2**63 - 1),
                            error_messages={"required": "Choose a tenant.", "invalid": "Choose a tenant."})
 BACK = fields.String(load_default="legal", validate=validate.OneOf(("legal", "tenant")))
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import abort, g, render_template, request, url_for
-from marshmallow import fields, validate
+from marshmallow import validate
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
@@ -21,7 +21,7 @@ from compliance import clock, config, db, messages, notify, winback, workflow
 from compliance.admin import bp, forms
 from compliance.admin.formatting import label
 from compliance.api.pagination import paginate
-from compliance.api.schemas import PageArgs, Strict, one_of
+from compliance.api.schemas import PageArgs, Strict, WholeNumber, one_of
 from compliance.auth import requires
 from compliance.models import DeletionCertificate, Export, OffboardingRequest, OutboxMessage, WinbackReminder
 
@@ -33,12 +33,12 @@ SAMPLE_TENANT = {"tenant_id": 0, "customer": "Example Customer Ltd", "account": 
 
 class OutboxFilter(PageArgs):
     status = one_of(notify.STATUSES)
-    request_id = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))
+    request_id = WholeNumber(validate=validate.Range(min=1, max=2**63 - 1))
 
 
 class PreviewArgs(Strict):
     kind = one_of(tuple(messages.CATALOGUE), required=True)
-    request_id = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))
+    request_id = WholeNumber(validate=validate.Range(min=1, max=2**63 - 1))
 
 
 @bp.route("/messages", endpoint="messages")

@@ -10,7 +10,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from sqlalchemy import select
 
 from compliance.api.pagination import paginate
-from compliance.api.schemas import Moment, Page, PageArgs, Strict, one_of, text
+from compliance.api.schemas import Moment, Page, PageArgs, Strict, WholeNumber, one_of, text
 from compliance.api.writes import writes
 from compliance.auth import current_principal, requires
 from compliance.models import BackupSnapshot, backup_snapshot_tenants
@@ -26,7 +26,7 @@ class SnapshotIn(Strict):
     location = text(1000, required=True, metadata={
         "description": "where the snapshot lives: a directory path or s3://bucket/prefix"})
     object = text(1000, required=True, metadata={"description": "the snapshot's object name or prefix there"})
-    tenant_ids = fields.List(fields.Integer(validate=validate.Range(1, MAX_ID)), required=True,
+    tenant_ids = fields.List(WholeNumber(validate=validate.Range(1, MAX_ID)), required=True,
                              validate=validate.Length(min=1, max=10000))
     method = one_of(backups.METHODS, load_default="delete", metadata={
         "description": "delete: removed at expiry; crypto_shred: a copy we cannot delete, made unreadable "
@@ -34,7 +34,7 @@ class SnapshotIn(Strict):
 
 
 class SnapshotArgs(PageArgs):
-    tenant_id = fields.Integer(validate=validate.Range(1, MAX_ID), metadata={
+    tenant_id = WholeNumber(validate=validate.Range(1, MAX_ID), metadata={
         "description": "only the snapshots holding this tenant"})
 
 

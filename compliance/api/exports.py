@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from compliance import db
 from compliance.api.pagination import paginate
-from compliance.api.schemas import Page, PageArgs, Strict, one_of
+from compliance.api.schemas import Page, PageArgs, Strict, WholeNumber, one_of
 from compliance.auth import current_principal, requires
 from compliance.models import FORMATS, Export, OffboardingRequest
 from exporters import jobs
@@ -70,7 +70,7 @@ class ExportPage(Page):
 
 
 class ExportFilter(PageArgs):
-    request_id = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))
+    request_id = WholeNumber(validate=validate.Range(min=1, max=2**63 - 1))
     status = one_of(("pending", "running", "assembling", "ready", "failed"))
 
 

@@ -10,7 +10,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from compliance import db
-from compliance.api.schemas import Strict
+from compliance.api.schemas import Strict, WholeNumber
 from compliance.api.writes import writes
 from compliance.auth import current_principal, requires
 from compliance.models import AuditEvent, DownloadLink, Export
@@ -22,9 +22,9 @@ DAY = 24 * 3600
 
 class LinkIn(Strict):
     recipient = fields.Email(required=True, validate=validate.Length(max=254))
-    expires_in = fields.Integer(load_default=7 * DAY, validate=validate.Range(min=300, max=30 * DAY),
+    expires_in = WholeNumber(load_default=7 * DAY, validate=validate.Range(min=300, max=30 * DAY),
                                 metadata={"description": "seconds; default 7 days, at most 30"})
-    max_downloads = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
+    max_downloads = WholeNumber(load_default=5, validate=validate.Range(min=1, max=100))
 
 
 class AttemptOut(Schema):

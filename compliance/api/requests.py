@@ -10,7 +10,16 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from compliance import clock, db, saves, workflow
 from compliance.api.pagination import paginate
-from compliance.api.schemas import OptionalReasonIn, Page, PageArgs, ReasonIn, Strict, one_of, text
+from compliance.api.schemas import (
+    OptionalReasonIn,
+    Page,
+    PageArgs,
+    ReasonIn,
+    Strict,
+    WholeNumber,
+    one_of,
+    text,
+)
 from compliance.api.tenants import REGION
 from compliance.api.tenants import get_or_404 as tenant_or_404
 from compliance.api.writes import IDEMPOTENCY_HEADER, idempotent, writes
@@ -25,7 +34,7 @@ CONFLICT = "the request is not in a state that allows this (the message names it
 
 
 class RequestIn(Strict):
-    tenant_id = fields.Integer(required=True, validate=validate.Range(min=1, max=2**63 - 1))
+    tenant_id = WholeNumber(required=True, validate=validate.Range(min=1, max=2**63 - 1))
     requested_by = text(254, required=True, metadata={"description": "who asked (name or email)"})
     channel = one_of(CHANNELS, required=True)
     churn_reason = one_of(CHURN_REASONS, required=True)
@@ -144,7 +153,7 @@ class RequestPage(Page):
 
 class RequestFilter(PageArgs):
     status = one_of(workflow.STATES)
-    tenant_id = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))
+    tenant_id = WholeNumber(validate=validate.Range(min=1, max=2**63 - 1))
     owner = text(254)
     overdue = fields.Boolean(metadata={"description": "only requests past a deadline (or not)"})
     region = fields.String(validate=REGION, metadata={"description": "the tenant's region"})

@@ -43,8 +43,18 @@ class Moment(fields.AwareDateTime):
             raise ValidationError("the date and time is out of range once converted to UTC") from None
 
 
+class WholeNumber(fields.Integer):
+    """An integer that refuses ``1.5`` rather than truncating it to 1, as marshmallow's Integer
+    does with a JSON number; a query string's or form's ``"12"`` still loads."""
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
 class PageArgs(Strict):
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    limit = WholeNumber(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String(validate=validate.Length(max=200))
 
 

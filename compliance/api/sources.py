@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 import audit
 from compliance import db
 from compliance.api.pagination import paginate
-from compliance.api.schemas import Page, PageArgs, Strict, text
+from compliance.api.schemas import Page, PageArgs, Strict, WholeNumber, text
 from compliance.api.tenants import get_or_404 as tenant_or_404
 from compliance.api.writes import IDEMPOTENCY_HEADER, idempotent, writes
 from compliance.auth import current_principal, requires
@@ -31,7 +31,7 @@ class SourceIn(Strict):
     kind = fields.String(required=True, validate=validate.Length(min=1, max=32),
                          metadata={"description": "installed connector kind, e.g. sql, demo"})
     name = fields.String(required=True, validate=NAME)
-    tenant_id = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=2**63 - 1),
+    tenant_id = WholeNumber(allow_none=True, validate=validate.Range(min=1, max=2**63 - 1),
                                metadata={"description": "null: shared by every tenant"})
     config = fields.Dict(required=True)
 
@@ -59,7 +59,7 @@ class SourcePage(Page):
 
 
 class SourceFilter(PageArgs):
-    tenant_id = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))
+    tenant_id = WholeNumber(validate=validate.Range(min=1, max=2**63 - 1))
     kind = text(32)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Select, select
 
 from compliance import accounts, db, workflow
 from compliance.api.pagination import paginate
-from compliance.api.schemas import Page, PageArgs, Strict, one_of, text
+from compliance.api.schemas import Page, PageArgs, Strict, WholeNumber, one_of, text
 from compliance.api.writes import IDEMPOTENCY_HEADER, idempotent, writes
 from compliance.auth import current_principal, requires
 from compliance.models import VALUE_TIERS, Tenant
@@ -23,15 +23,6 @@ REGION = validate.Regexp(r"^([A-Z]{2}(-[A-Z0-9]{1,3})?|EU|EEA)$",
                          error="region must be an ISO 3166 code such as DE, UK, US-CA, or EU")
 READERS = ("admin", "csm", "legal", "auditor")
 MAX_ANNUAL_VALUE = 2**31 - 1  # the column is a 32-bit INTEGER on PostgreSQL
-
-
-class WholeNumber(fields.Integer):
-    """An integer that refuses ``1.5`` rather than truncating it to 1; a form's ``"12"`` still loads."""
-
-    def _validated(self, value: Any) -> int:
-        if isinstance(value, float) and not value.is_integer():
-            raise self.make_error("invalid", input=value)
-        return super()._validated(value)
 
 
 def annual_value_field() -> WholeNumber:

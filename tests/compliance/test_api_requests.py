@@ -166,6 +166,7 @@ def test_request_for_unknown_tenant_is_404(client: FlaskClient, as_role: Headers
     ("tenant_id", 99999999999999999999),
     ("tenant_id", 0),
     ("tenant_id", "one"),
+    ("tenant_id", 1.5),  # not truncated to tenant 1
     ("channel", "pigeon"),
     ("churn_reason", "bored"),
     ("formats", []),

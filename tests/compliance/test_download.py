@@ -241,6 +241,10 @@ def test_who_may_issue_and_what_is_refused(client, ready, as_role, tmp_path) -> 
                        json={"recipient": RECIPIENT, "expires_in": 299}).status_code == 422
     assert client.post(path, headers=ready.headers,
                        json={"recipient": "not-an-email"}).status_code == 422
+    for field, value in (("max_downloads", 1.5), ("expires_in", 3600.5)):  # refused, not truncated
+        fractional = client.post(path, headers=ready.headers, json={"recipient": RECIPIENT, field: value})
+        assert fractional.status_code == 422
+        assert field in fractional.get_json()["errors"]["json"]
     assert client.post("/api/v1/exports/999999/links", headers=ready.headers,
                        json={"recipient": RECIPIENT}).status_code == 404
     assert client.post(f"/api/v1/links/{999999}/revoke", headers=ready.headers).status_code == 404
