@@ -12,13 +12,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
 
-from compliance import clock, config, db
+from compliance import config, db, retention_terms
 from compliance.models import OffboardingRequest, Tenant, User
 from compliance.models.requests import PROCESSING_WINDOW
 
@@ -45,12 +45,11 @@ class Composed:
 
 
 def deletion_timeline(context: dict[str, Any]) -> dict[str, Any]:
-    """When the closed account's data goes: the retention policy's defaults from the settings
-    (a per-tenant override in retention/ is not reflected here)."""
+    """When the closed account's data goes: on the tenant's retention terms, its contractual
+    override included, so the e-mail promises the dates the purge keeps."""
     closed: datetime = context["closed_at"]
-    settings = config.current()
-    return {"deletion_on": closed + timedelta(days=settings.retention_days),
-            "backups_by": clock.add_months(closed, settings.backup_retention_months)}
+    terms = retention_terms.terms_of(context["tenant_id"])
+    return {"deletion_on": terms.primary_due(closed), "backups_by": terms.backup_due(closed)}
 
 
 # What meets each deadline the deadline sweep warns of (``workflow._near``).

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import exists, select
 
-from compliance import clock, config, db
+from compliance import clock, config, db, retention_terms
 from compliance.models import RetentionOverride, Tenant
 
 
@@ -30,15 +30,10 @@ class Schedule:
 
 
 def schedule_of(tenant: Tenant) -> Schedule:
-    settings = config.current()
-    override = db.session.get(RetentionOverride, tenant.id)
-    days = override.primary_days if override and override.primary_days else settings.retention_days
-    months = (override.backup_months if override and override.backup_months
-              else settings.backup_retention_months)
-    closed = tenant.closed_at
-    return Schedule(closed, days, months, override.reason if override else None,
-                    closed + timedelta(days=days) if closed else None,
-                    clock.add_months(closed, months) if closed else None)
+    terms, closed = retention_terms.terms_of(tenant.id), tenant.closed_at
+    return Schedule(closed, terms.primary_days, terms.backup_months, terms.override_reason,
+                    terms.primary_due(closed) if closed else None,
+                    terms.backup_due(closed) if closed else None)
 
 
 def due_for_primary_purge(now: datetime) -> list[int]:

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from jinja2 import UndefinedError
 
-from compliance import messages
+from compliance import db, messages
+from compliance.models import RetentionOverride, Tenant
 
-pytestmark = pytest.mark.usefixtures("app")  # the test settings: the closure reads the retention policy
+pytestmark = pytest.mark.usefixtures("session")  # the closure reads the tenant's retention terms
 CLOSED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 BASE = {"public_url": "https://offboard.example", "tenant_id": 3, "request_id": 7,
         "contact": {"name": "Cara <CSM>", "email": "cara@example.com"},
@@ -38,6 +39,20 @@ def test_the_closure_timeline_follows_the_retention_settings() -> None:
     # 90 days after 2 March 2026 is 31 May 2026; backups within 12 calendar months: 2 March 2027.
     assert "until 31 May 2026, then permanently deleted" in composed.text
     assert "purged by 2 March 2027" in composed.text and "INV-1" in composed.html
+
+
+def test_the_closure_timeline_follows_the_tenants_contractual_override() -> None:
+    tenant = Tenant(external_ref="acct-override", name="Override Ltd", region="DE", closed_at=CLOSED)
+    db.session.add(tenant)
+    db.session.flush()
+    db.session.add(RetentionOverride(tenant_id=tenant.id, primary_days=30, backup_months=6,
+                                     reason="Contract clause 12.3", set_by="test"))
+    db.session.flush()
+    composed = messages.compose("closure", **{**BASE, "tenant_id": tenant.id}, invoice_ref="INV-2")
+    # 30 days after 2 March 2026 is 1 April 2026; backups within 6 calendar months: 2 September 2026.
+    assert "until 1 April 2026, then permanently deleted" in composed.text
+    assert "purged by 2 September 2026" in composed.text
+    assert composed.text.count("1 April 2026") == 2  # and "download it before" the same day
 
 
 def test_a_missing_value_or_kind_is_refused() -> None:
