@@ -140,6 +140,8 @@ def test_withdraw_needs_a_reason_shown_beside_the_box(staff) -> None:  # type: i
     html = answer.get_data(as_text=True)
     assert error_beside(html, "withdraw_reason") == "Give a reason."
     assert '<details class="action-form" open>' in html
+    # Each action's box says what it is for: several sit on one page, each in its own <details>.
+    assert '<label for="withdraw_reason">Why the request is withdrawn</label>' in html
     assert status_of(offboarding.id) == "received"
     user.post(f"{base}/withdraw", {"withdraw_reason": "Customer stays after all"})
     assert status_of(offboarding.id) == "withdrawn"
@@ -154,8 +156,9 @@ def test_legal_extends_the_deadline_once(staff) -> None:  # type: ignore[no-unty
     user = staff("legal")
     base = f"/admin/requests/{offboarding.id}"
     user.get(base)
-    assert error_beside(user.post(f"{base}/extend-deadline", {}).get_data(as_text=True),
-                        "extend_reason") == "Give a reason."
+    refused = user.post(f"{base}/extend-deadline", {}).get_data(as_text=True)
+    assert error_beside(refused, "extend_reason") == "Give a reason."
+    assert '<label for="extend_reason">Why the deadline is extended</label>' in refused
     answer = user.post(f"{base}/extend-deadline", {"extend_reason": "Complex request: 40 systems"})
     assert answer.status_code == 302
     db.session.expire_all()
