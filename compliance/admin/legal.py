@@ -35,7 +35,7 @@ LISTED = 100  # rows of each list on the page; a tenant's page shows all of its 
 PICKED = 500  # tenants offered in a picker
 MAX_UPLOAD = 512 * 1024  # a certificate cites one event per system: tens of KB, never this
 TENANT_ID = WholeNumber(required=True, validate=validate.Range(1, 2**63 - 1),
-                           error_messages={"required": "Choose a tenant.", "invalid": "Choose a tenant."})
+                        error_messages={"required": "Choose a tenant.", "invalid": "Choose a tenant."})
 BACK = fields.String(load_default="legal", validate=validate.OneOf(("legal", "tenant")))
 
 

@@ -23,7 +23,7 @@ DAY = 24 * 3600
 class LinkIn(Strict):
     recipient = fields.Email(required=True, validate=validate.Length(max=254))
     expires_in = WholeNumber(load_default=7 * DAY, validate=validate.Range(min=300, max=30 * DAY),
-                                metadata={"description": "seconds; default 7 days, at most 30"})
+                             metadata={"description": "seconds; default 7 days, at most 30"})
     max_downloads = WholeNumber(load_default=5, validate=validate.Range(min=1, max=100))
 
 

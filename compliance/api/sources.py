@@ -32,7 +32,7 @@ class SourceIn(Strict):
                          metadata={"description": "installed connector kind, e.g. sql, demo"})
     name = fields.String(required=True, validate=NAME)
     tenant_id = WholeNumber(allow_none=True, validate=validate.Range(min=1, max=2**63 - 1),
-                               metadata={"description": "null: shared by every tenant"})
+                            metadata={"description": "null: shared by every tenant"})
     config = fields.Dict(required=True)
 
 
