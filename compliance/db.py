@@ -35,6 +35,7 @@ NAMING_CONVENTION = {
 
 # Integer primary keys: BIGINT identity on PostgreSQL, the rowid alias on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+Amount = BigId  # money in whole currency units: 64 bits (a yen or won contract outgrows 32)
 JsonDoc = JSON().with_variant(JSONB(), "postgresql")
 
 

@@ -279,7 +279,8 @@ def exit_feedback(since: datetime) -> Feedback:
     """The survey answers submitted since ``since``, counted by the database."""
     in_window = ExitFeedback.submitted_at >= since
     answered = db.session.scalar(select(func.count()).select_from(ExitFeedback).where(in_window)) or 0
-    by_reason = {reason: (count, revenue) for reason, count, revenue in db.session.execute(
+    # int(): PostgreSQL sums a BIGINT column as NUMERIC, which arrives as a Decimal.
+    by_reason = {reason: (count, int(revenue)) for reason, count, revenue in db.session.execute(
         select(ExitFeedback.reason, func.count(), func.coalesce(func.sum(ExitFeedback.annual_value), 0))
         .where(in_window, ExitFeedback.reason.is_not(None)).group_by(ExitFeedback.reason))}
     reasons = {reason: Reason(*by_reason.get(reason, (0, 0))) for reason in SURVEY_REASONS}

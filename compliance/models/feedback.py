@@ -8,7 +8,7 @@ from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from compliance import clock
-from compliance.db import Base, BigId
+from compliance.db import Amount, Base, BigId
 
 SURVEY_REASONS = ("technical_issues", "too_expensive", "switched_product", "unclear_how_to_use",
                   "missing_features", "other")
@@ -48,7 +48,7 @@ class ExitFeedback(Base):
     month: Mapped[str] = mapped_column(String(7))  # YYYY-MM of submission
     value_tier: Mapped[str] = mapped_column(String(16))
     region: Mapped[str] = mapped_column(String(16))
-    annual_value: Mapped[int | None]  # the tenant's, whole currency units, at submission
+    annual_value: Mapped[int | None] = mapped_column(Amount)  # the tenant's, at submission
     submitted_at: Mapped[datetime] = mapped_column(default=clock.now)
     anonymised_at: Mapped[datetime | None]
 

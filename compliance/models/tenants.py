@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from compliance import clock
 from compliance.config import VALUE_TIERS
-from compliance.db import Base, BigId
+from compliance.db import Amount, Base, BigId
 
 __all__ = ["VALUE_TIERS", "SourceConfig", "Tenant"]
 
@@ -32,7 +32,7 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200))
     region: Mapped[str] = mapped_column(String(16))
     value_tier: Mapped[str] = mapped_column(String(16), default="standard")
-    annual_value: Mapped[int | None]  # yearly contract value in whole currency units (exit feedback)
+    annual_value: Mapped[int | None] = mapped_column(Amount)  # yearly contract value (exit feedback)
     contact_email: Mapped[str | None] = mapped_column(String(254))
     no_contact_since: Mapped[datetime | None]  # asked for no further contact: only required messages
     closed_at: Mapped[datetime | None]

@@ -210,7 +210,7 @@ def test_a_bad_annual_value_is_named_beside_its_field(staff, value) -> None:  # 
     assert answer.status_code == 400
     html = answer.get_data(as_text=True)
     assert error_beside(html, "new_annual_value") == \
-        "annual_value must be a whole number of currency units from 0 to 2147483647"
+        "annual_value must be a whole number of currency units from 0 to 1000000000000000"
     assert f'value="{value}"' in html
     assert (count(Tenant), count(OffboardingRequest)) == (0, 0)
 

@@ -242,3 +242,15 @@ def test_dashboard_figures_from_known_answers(client, as_role, session, redis, c
     assert answer_json["reasons"]["too_expensive"] == {"count": 2, "revenue": 15000}
     assert answer_json["rating_average"] == 6.75 and answer_json["would_return_share"] == 0.5
     assert answer_json["recommend_score"] == 25.0 and answer_json["answered"] == 5
+
+
+def test_revenue_by_reason_adds_values_past_32_bits(client, as_role, session, redis) -> None:
+    """A contract in yen or won outgrows 2^31; PostgreSQL then sums as NUMERIC (a Decimal)."""
+    for value in (10**15, 10**15 - 1):
+        db.session.add(ExitFeedback(month="2026-03", value_tier="strategic", region="JP",
+                                    reason="too_expensive", annual_value=value))
+    db.session.commit()
+    revenue = reports.dashboard().feedback.reasons["too_expensive"].revenue
+    assert revenue == 2 * 10**15 - 1 and type(revenue) is int
+    answer_json = client.get("/api/v1/reports/dashboard", headers=as_role("auditor")).json["feedback"]
+    assert answer_json["reasons"]["too_expensive"] == {"count": 2, "revenue": 2 * 10**15 - 1}
