@@ -1,12 +1,12 @@
 """annual values in 64 bits: tenants.annual_value and exit_feedback.annual_value become BIGINT
 
 A contract in yen, won or rupiah outgrows a 32-bit INTEGER (2,147,483,647 units). On SQLite
-every INTEGER is already 64 bits, so only PostgreSQL changes; its ALTER rewrites both tables
-under a lock, which takes well under a second at thousands of tenants.
+every INTEGER is already 64 bits, so only PostgreSQL changes. Its ALTER rewrites both tables
+under an exclusive lock, so reads and writes of tenants wait until it is done.
 
 Revision ID: 0011
 Revises: 0010
-Create Date: 2026-11-25 05:20:00.000000
+Create Date: 2026-11-25 05:14:00.000000
 
 """
 from typing import Sequence, Union
